@@ -1,0 +1,141 @@
+"""Audio front-end shared by every model: mel/STFT configs, log-mel, WAV I/O.
+
+TANGO's values (16 kHz, n_fft 1024, hop 160, 64 mel bins, fmax 8000) are the default; smaller
+models choose a coarser hop through the same config.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 160
+    n_mels: int = 64
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    log_floor: float = 1e-5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MelConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced by `log_mel` for a clip of `num_samples` (centred STFT)."""
+        return num_samples // self.hop_length + 1
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    # Slaney scale: linear below 1 kHz, logarithmic above (librosa's default, which TANGO uses).
+    f = np.asarray(f, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    min_log_hz = 1000.0
+    logstep = math.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep, mels)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(cfg: MelConfig) -> np.ndarray:
+    """Slaney-normalised triangular filters, shape [n_mels, n_fft // 2 + 1]."""
+    n_freqs = cfg.n_fft // 2 + 1
+    fft_freqs = np.linspace(0, cfg.sample_rate / 2, n_freqs)
+    mel_points = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax), cfg.n_mels + 2))
+    widths = np.diff(mel_points)
+    ramps = mel_points[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_points[2:] - mel_points[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+class MelSpectrogram(torch.nn.Module):
+    """Waveform [B, samples] -> mel power or log-mel [B, n_mels, frames]."""
+
+    def __init__(self, cfg: MelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mel_basis", torch.from_numpy(mel_filterbank(cfg)), persistent=False)
+        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
+
+    def power(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.dim() == 1:
+            wav = wav[None]
+        spec = torch.stft(
+            wav.float(),
+            n_fft=self.cfg.n_fft,
+            hop_length=self.cfg.hop_length,
+            win_length=self.cfg.win_length,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        return self.mel_basis @ spec.abs().pow(2)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.power(wav).clamp_min(self.cfg.log_floor))
+
+
+def to_float32_mono(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if audio.ndim != 1:
+        raise ValueError(f"expected mono or [samples, channels] audio, got shape {audio.shape}")
+    return audio.astype(np.float32, copy=False)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    sf.write(str(path), np.clip(to_float32_mono(audio), -1.0, 1.0), sample_rate, subtype="PCM_16")
+
+
+def encode_audio(audio: np.ndarray, fmt: str = "wav", sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Encode a mono clip as WAV (16-bit PCM) or FLAC bytes."""
+    fmt = fmt.lower()
+    if fmt not in ("wav", "flac"):
+        raise ValueError(f"unknown audio format {fmt!r}: expected 'wav' or 'flac'")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(to_float32_mono(audio), -1.0, 1.0), sample_rate, format=fmt.upper(), subtype="PCM_16")
+    return buf.getvalue()
+
+
+def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read a mono float32 clip; resample with a polyphase filter if the file's rate differs."""
+    audio, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    audio = to_float32_mono(audio)
+    if sr != sample_rate:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(sr, sample_rate)
+        audio = resample_poly(audio, sample_rate // g, sr // g).astype(np.float32)
+    return audio

@@ -1,0 +1,74 @@
+"""Prompt sets for evaluations: the world's held-out split, or a JSONL file from outside.
+
+File lines: {"prompt": "...", "events": ["dog_bark", "bell"], "relation": "sequence" | "overlap" | null}
+with sequence events in the order they are to be heard. Any bad line is an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from training.world.events import EVENT_IDS
+
+
+class PromptSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=500)
+    events: list[str] = Field(min_length=1, max_length=3)
+    relation: Literal["sequence", "overlap"] | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("prompt is blank")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if e not in EVENT_IDS]
+        if unknown:
+            raise ValueError(f"unknown event id(s) {unknown}; known: {', '.join(EVENT_IDS)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"events repeat: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _relation_fits(self) -> "PromptSpec":
+        if self.relation is not None and len(self.events) < 2:
+            raise ValueError(f"relation {self.relation!r} needs at least 2 events, got {len(self.events)}")
+        if self.relation == "overlap" and len(self.events) != 2:
+            raise ValueError("relation 'overlap' takes exactly 2 events")
+        return self
+
+
+class PromptFileError(ValueError):
+    pass
+
+
+def load_prompt_file(path: str | Path) -> list[PromptSpec]:
+    """Parse and validate every line; raise PromptFileError listing each bad line by number."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFileError(f"{path}: no such prompt file")
+    specs, errors = [], []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            specs.append(PromptSpec.model_validate(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            errors.append(f"{path}:{lineno}: not JSON ({exc.msg})")
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
+            errors.append(f"{path}:{lineno}: {reasons}")
+    if errors:
+        raise PromptFileError("invalid prompt file:\n  " + "\n  ".join(errors))
+    if not specs:
+        raise PromptFileError(f"{path}: no prompts")
+    return specs

@@ -1,0 +1,41 @@
+"""Open prompts: scene descriptions mapped to distributions of event sets.
+
+A scene names the events that plausibly occur there, with weights; sampling a scene draws 2-3 of
+them. The rewriter (a later issue) learns to turn "a farmyard" into a caption the generator knows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scene:
+    id: str
+    descriptions: tuple[str, ...]  # open prompts a user might type
+    heldout_descriptions: tuple[str, ...]
+    events: dict[str, float]  # event id -> weight
+
+
+SCENES: tuple[Scene, ...] = (
+    Scene("rainy_street", ("a rainy street at night", "a city street in the rain"), ("a wet night downtown",), {"rain": 3, "car_horn": 2, "footsteps": 2, "engine_idle": 2, "thunder": 1}),
+    Scene("farmyard", ("a farmyard", "a farm in the morning"), ("a barnyard at dawn",), {"cow_moo": 3, "dog_bark": 2, "bird_chirp": 2, "cat_meow": 1}),
+    Scene("living_room", ("a quiet living room", "at home in the evening"), ("a cosy lounge",), {"clock_tick": 3, "cat_meow": 2, "phone_ring": 2, "door_knock": 2}),
+    Scene("park", ("a park in spring", "a walk in the park"), ("a sunny public garden",), {"bird_chirp": 3, "dog_bark": 2, "whistle": 1, "footsteps": 2}),
+    Scene("emergency", ("an emergency on the highway", "a traffic accident"), ("a crash on the motorway",), {"siren": 3, "car_horn": 2, "engine_idle": 2}),
+    Scene("village_church", ("a village church on sunday", "a church square"), ("a chapel at noon",), {"bell": 3, "bird_chirp": 2, "footsteps": 1}),
+    Scene("thunderstorm", ("a thunderstorm", "a stormy night"), ("a tempest outside",), {"thunder": 3, "rain": 3, "dog_bark": 1}),
+    Scene("office", ("a busy office", "an office in the afternoon"), ("a workplace at lunchtime",), {"phone_ring": 3, "door_knock": 2, "footsteps": 2, "clock_tick": 1}),
+    Scene("busker", ("a street musician", "a busker in the city"), ("a performer on the pavement",), {"guitar": 3, "footsteps": 2, "car_horn": 1, "whistle": 1}),
+    Scene("sports_field", ("a football match", "a sports field"), ("a playing field on saturday",), {"whistle": 3, "footsteps": 2, "dog_bark": 1}),
+)
+SCENE_BY_ID = {s.id: s for s in SCENES}
+
+
+def sample_scene_events(scene: Scene, rng: np.random.Generator, k: int) -> list[str]:
+    ids = list(scene.events)
+    w = np.array([scene.events[i] for i in ids], dtype=float)
+    k = min(k, len(ids))
+    return [ids[i] for i in rng.choice(len(ids), size=k, replace=False, p=w / w.sum())]
