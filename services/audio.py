@@ -33,7 +33,7 @@ class MelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MelConfig":
+    def from_dict(cls, data: dict) -> MelConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:

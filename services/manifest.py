@@ -42,7 +42,7 @@ def write_manifest(directory: Path, *, command: str | None = None, seed: int | N
         "command": command if command is not None else " ".join(["tta", *sys.argv[1:]]),
         "seed": seed,
         "git_commit": git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "metrics": metrics,
         **(extra or {}),
     }

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from services.audio import MelSpectrogram
 from services.manifest import write_manifest
-from training.world.clips import CLIP_SAMPLES, make_clip
+from training.world.clips import make_clip
 from training.world.negatives import NEGATIVE_KINDS, make_negative
 from training.world.oracle import OracleConfig, SoundEventDetector, frame_targets, output_frames
 
@@ -153,6 +153,8 @@ def train_oracle(
     eval_every: int = 500,
     checkpoint_every: int = 100,
     eval_n: int = 1000,
+    eval_negatives: int = 600,
+    val_n: int = 200,
     device: str = "cpu",
     command: str | None = None,
 ) -> dict:
@@ -166,7 +168,7 @@ def train_oracle(
     config = OracleConfig()
     model = SoundEventDetector(config).to(device)
     noise = noise_bank(seed, 240, model.frontend)
-    val = [make_clip(seed, "heldout", 10_000 + i) for i in range(200)]
+    val = [make_clip(seed, "heldout", 10_000 + i) for i in range(val_n)]
     val_audio, val_truth = np.stack([c.audio for c in val]), [{e.event for e in c.truth.events} for c in val]
     floor = model.mel_cfg.log_floor
 
@@ -219,9 +221,9 @@ def train_oracle(
 
     model.eval()
     model.save_pretrained(out)
-    report = evaluate_oracle(model, n=eval_n)
+    report = evaluate_oracle(model, n=eval_n, n_negatives=eval_negatives)
     (work_dir / "eval.md").write_text(report_markdown(report) + "\n")
     print(report_markdown(report))
     metrics = {k: round(v, 5) for k, v in report.metrics.items()}
-    write_manifest(out, command=command, seed=seed, metrics=metrics, extra={"training": {"steps": steps, "batch_size": batch_size, "n_clips": n_clips, "n_negatives": n_negatives, "lr": lr, "eval": f"tta eval oracle --n {eval_n}"}})
+    write_manifest(out, command=command, seed=seed, metrics=metrics, extra={"training": {"steps": steps, "batch_size": batch_size, "n_clips": n_clips, "n_negatives": n_negatives, "lr": lr, "eval": f"tta eval oracle --n {eval_n} --negatives {eval_negatives}"}})
     return metrics

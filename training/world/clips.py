@@ -10,9 +10,10 @@ present and in order?); `single` clips (1 event) teach the models the vocabulary
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +57,7 @@ class ClipTruth(BaseModel):
     heldout_phrasing: bool
     heldout_combination: bool
     scene: str | None = None
+    open_prompt: str | None = None  # the scene description a user might type, for scene clips
     audio: str | None = None
 
 
@@ -175,11 +177,8 @@ def sample_scene_spec(rng: np.random.Generator, heldout: bool = False) -> tuple[
     descs = scene.heldout_descriptions if heldout else scene.descriptions
     prompt = descs[int(rng.integers(len(descs)))]
     k = 2 + int(rng.integers(2))
-    for _ in range(100):
-        events = sample_scene_events(scene, rng, k)
-        if heldout or not has_heldout_pair(events):
-            break
-    relation = "sequence" if k == 3 or rng.random() < 0.5 else "overlap"
+    events = sample_scene_events(scene, rng, k, allowed=lambda ev: heldout or not has_heldout_pair(ev))
+    relation = "sequence" if len(events) == 3 or rng.random() < 0.5 else "overlap"
     if relation == "overlap" and not EVENTS[events[1]].background:
         relation = "sequence"
     template = cap.templates_for(relation, len(events), False)
@@ -268,8 +267,17 @@ def make_clip(seed: int, split: Split, index: int, task: Task | None = None, spe
         heldout_phrasing=spec.heldout_phrasing,
         heldout_combination=len(spec.events) > 1 and has_heldout_pair(spec.events),
         scene=spec.scene,
+        open_prompt=spec.extra.get("open_prompt"),
     )
     return Clip(audio, truth, spec)
+
+
+def make_scene_clip(seed: int, split: Split, index: int) -> Clip:
+    """A clip realising an open prompt (scene description); its JSONL row carries both texts."""
+    rng = clip_rng(seed, split, 1_000_000 + index)  # a stream apart from the captioned clips
+    prompt, spec = sample_scene_spec(rng, heldout=split == "heldout")
+    spec.extra["open_prompt"] = prompt
+    return make_clip(seed, split, 1_000_000 + index, spec=spec)
 
 
 def iter_clips(seed: int, split: Split, n: int, start: int = 0, task: Task | None = None) -> Iterator[Clip]:

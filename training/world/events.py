@@ -8,8 +8,8 @@ Each synthesiser returns a float32 waveform at 16 kHz whose first and last sampl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

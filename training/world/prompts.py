@@ -39,7 +39,7 @@ class PromptSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _relation_fits(self) -> "PromptSpec":
+    def _relation_fits(self) -> PromptSpec:
         if self.relation is not None and len(self.events) < 2:
             raise ValueError(f"relation {self.relation!r} needs at least 2 events, got {len(self.events)}")
         if self.relation == "overlap" and len(self.events) != 2:
@@ -72,3 +72,34 @@ def load_prompt_file(path: str | Path) -> list[PromptSpec]:
     if not specs:
         raise PromptFileError(f"{path}: no prompts")
     return specs
+
+
+def load_audio_prompt_rows(path: str | Path) -> list[tuple[PromptSpec, str]]:
+    """Rows pairing a prompt with an audio path: a prompt-file row plus "audio", or a world row."""
+    path = Path(path)
+    rows, errors = [], []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected an object, got {type(data).__name__}")
+            audio = data.pop("audio", None)
+            if not isinstance(audio, str) or not audio:
+                raise ValueError("missing 'audio' path")
+            if "caption" in data:  # a `tta world sample` row
+                relation = data.get("relation")
+                data = {"prompt": data["caption"], "events": [e["event"] for e in data["events"]], "relation": None if relation == "single" else relation}
+            rows.append((PromptSpec.model_validate(data), audio))
+        except json.JSONDecodeError as exc:
+            errors.append(f"{path}:{lineno}: not JSON ({exc.msg})")
+        except ValidationError as exc:
+            errors.append(f"{path}:{lineno}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        except (ValueError, KeyError, TypeError) as exc:
+            errors.append(f"{path}:{lineno}: {exc}")
+    if errors:
+        raise PromptFileError("invalid clip list:\n  " + "\n  ".join(errors))
+    if not rows:
+        raise PromptFileError(f"{path}: no rows")
+    return rows

@@ -6,6 +6,8 @@ them. The rewriter (a later issue) learns to turn "a farmyard" into a caption th
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +36,15 @@ SCENES: tuple[Scene, ...] = (
 SCENE_BY_ID = {s.id: s for s in SCENES}
 
 
-def sample_scene_events(scene: Scene, rng: np.random.Generator, k: int) -> list[str]:
-    ids = list(scene.events)
-    w = np.array([scene.events[i] for i in ids], dtype=float)
-    k = min(k, len(ids))
-    return [ids[i] for i in rng.choice(len(ids), size=k, replace=False, p=w / w.sum())]
+def sample_scene_events(scene: Scene, rng: np.random.Generator, k: int, allowed: Callable[[list[str]], bool] = lambda events: True) -> list[str]:
+    """k of the scene's events (weighted, in random order) forming a set that `allowed` accepts.
+
+    Falls back to fewer events (never below 2) when no k-set is allowed.
+    """
+    for size in range(min(k, len(scene.events)), 1, -1):
+        sets = [list(c) for c in itertools.combinations(scene.events, size) if allowed(list(c))]
+        if sets:
+            w = np.array([np.prod([scene.events[e] for e in c]) for c in sets], dtype=float)
+            chosen = sets[int(rng.choice(len(sets), p=w / w.sum()))]
+            return [chosen[i] for i in rng.permutation(len(chosen))]
+    raise ValueError(f"scene {scene.id!r} has no allowed set of 2 or more events")

@@ -1,0 +1,1 @@
+"""Python SDK (sync + async) and batch CLI for the REST API (issue 7). Nothing here yet."""

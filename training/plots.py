@@ -1,0 +1,63 @@
+"""Matplotlib figures people look at instead of reading numbers: mel sheets and metric bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from services.audio import MelConfig, MelSpectrogram  # noqa: E402
+
+SHEET_MEL = MelConfig(hop_length=256)
+
+
+def mel_sheet(audios: list[np.ndarray], titles: list[str], path: str | Path, events: list[list[tuple[str, float, float]]] | None = None, cols: int = 2) -> Path:
+    """One PNG of labelled log-mel spectrograms; ground-truth events drawn as spans under each."""
+    mel = MelSpectrogram(SHEET_MEL)
+    rows = (len(audios) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(audios) :]:
+        ax.axis("off")
+    for i, (audio, title) in enumerate(zip(audios, titles)):
+        ax = axes.flat[i]
+        with torch.no_grad():
+            spec = mel(torch.from_numpy(np.asarray(audio, dtype=np.float32)))[0].numpy()
+        dur = len(audio) / SHEET_MEL.sample_rate
+        ax.imshow(spec, origin="lower", aspect="auto", extent=(0, dur, 0, SHEET_MEL.n_mels), cmap="magma", vmin=spec.max() - 12)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_ylabel("mel bin")
+        ax.set_xlabel("s")
+        for j, (name, on, off) in enumerate((events or [[]] * len(audios))[i]):
+            y = 2 + 7 * j
+            ax.plot([on, off], [y, y], color="cyan", lw=3)
+            ax.text(on, y + 1.2, name, color="cyan", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def bar_chart(values: dict[str, dict[str, float]], path: str | Path, title: str, gates: dict[str, tuple[float, str]] | None = None) -> Path:
+    """Grouped bars: values[series][category]; optional dashed gate line per series."""
+    series = list(values)
+    cats = list(values[series[0]])
+    x = np.arange(len(cats))
+    w = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(cats)), 4))
+    for i, s in enumerate(series):
+        ax.bar(x + i * w - 0.4 + w / 2, [values[s][c] for c in cats], w, label=s)
+    for name, (level, style) in (gates or {}).items():
+        ax.axhline(level, ls="--", color=style, lw=1, label=name)
+    ax.set_xticks(x, cats, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
