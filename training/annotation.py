@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.validation import describe
 from training.world.oracle import Detection, SoundEventDetector
 from training.world.prompts import PromptSpec
 
@@ -66,10 +67,6 @@ class AnnotationFileError(ValueError):
         super().__init__(f"{path}: {len(errors)} invalid row(s):\n  " + "\n  ".join(errors[:50]) + ("\n  ..." if len(errors) > 50 else ""))
 
 
-def _why(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in exc.errors())
-
-
 # ----------------------------------------------------------------------------- JSONL store
 def write_annotations(path: str | Path, records: Iterable[AnnotationRecord]) -> int:
     n = 0
@@ -88,7 +85,7 @@ def read_annotations(path: str | Path) -> list[AnnotationRecord]:
         try:
             records.append(AnnotationRecord.model_validate_json(line))
         except ValidationError as exc:
-            errors.append(f"row {row}: {_why(exc)}")
+            errors.append(f"row {row}: {describe(exc)}")
     if errors:
         raise AnnotationFileError(path, errors)
     return records
@@ -134,7 +131,7 @@ def import_baton_records(path: str | Path, task: Task, annotator: str = "human:b
                 )
             )
         except ValidationError as exc:
-            errors.append(f"row {row}: {_why(exc)}")
+            errors.append(f"row {row}: {describe(exc)}")
             continue
         if unknown:
             errors.append(f"row {row}: unknown field(s) {sorted(unknown)}")
@@ -174,7 +171,7 @@ def import_grouped_ratings(path: str | Path, task: Task, annotator: str = "human
                     )
                 )
             except ValidationError as exc:
-                errors.append(f"row {row} (prompt {prompt!r}, file {filename!r}): {_why(exc)}")
+                errors.append(f"row {row} (prompt {prompt!r}, file {filename!r}): {describe(exc)}")
     if errors:
         raise AnnotationFileError(path, errors)
     return records

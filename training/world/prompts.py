@@ -7,12 +7,16 @@ with sequence events in the order they are to be heard. Any bad line is an error
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from services.validation import describe
 from training.world.events import EVENT_IDS
+
+T = TypeVar("T")
 
 
 class PromptSpec(BaseModel):
@@ -51,55 +55,47 @@ class PromptFileError(ValueError):
     pass
 
 
-def load_prompt_file(path: str | Path) -> list[PromptSpec]:
-    """Parse and validate every line; raise PromptFileError listing each bad line by number."""
-    path = Path(path)
+def _parse_jsonl(path: Path, parse: Callable[[dict], T], what: str) -> list[T]:
+    """Parse every non-blank line; raise PromptFileError listing each bad line as path:line."""
     if not path.is_file():
-        raise PromptFileError(f"{path}: no such prompt file")
-    specs, errors = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            specs.append(PromptSpec.model_validate(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            errors.append(f"{path}:{lineno}: not JSON ({exc.msg})")
-        except ValidationError as exc:
-            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
-            errors.append(f"{path}:{lineno}: {reasons}")
-    if errors:
-        raise PromptFileError("invalid prompt file:\n  " + "\n  ".join(errors))
-    if not specs:
-        raise PromptFileError(f"{path}: no prompts")
-    return specs
-
-
-def load_audio_prompt_rows(path: str | Path) -> list[tuple[PromptSpec, str]]:
-    """Rows pairing a prompt with an audio path: a prompt-file row plus "audio", or a world row."""
-    path = Path(path)
-    rows, errors = [], []
+        raise PromptFileError(f"{path}: no such {what}")
+    items, errors = [], []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
             if not isinstance(data, dict):
-                raise ValueError(f"expected an object, got {type(data).__name__}")
-            audio = data.pop("audio", None)
-            if not isinstance(audio, str) or not audio:
-                raise ValueError("missing 'audio' path")
-            if "caption" in data:  # a `tta world sample` row
-                relation = data.get("relation")
-                data = {"prompt": data["caption"], "events": [e["event"] for e in data["events"]], "relation": None if relation == "single" else relation}
-            rows.append((PromptSpec.model_validate(data), audio))
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            items.append(parse(data))
         except json.JSONDecodeError as exc:
             errors.append(f"{path}:{lineno}: not JSON ({exc.msg})")
         except ValidationError as exc:
-            errors.append(f"{path}:{lineno}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+            errors.append(f"{path}:{lineno}: {describe(exc)}")
         except (ValueError, KeyError, TypeError) as exc:
             errors.append(f"{path}:{lineno}: {exc}")
     if errors:
-        raise PromptFileError("invalid clip list:\n  " + "\n  ".join(errors))
-    if not rows:
-        raise PromptFileError(f"{path}: no rows")
-    return rows
+        raise PromptFileError(f"invalid {what}:\n  " + "\n  ".join(errors))
+    if not items:
+        raise PromptFileError(f"{path}: empty {what}")
+    return items
+
+
+def load_prompt_file(path: str | Path) -> list[PromptSpec]:
+    """Parse and validate every line; raise PromptFileError listing each bad line by number."""
+    return _parse_jsonl(Path(path), PromptSpec.model_validate, "prompt file")
+
+
+def _audio_prompt_row(data: dict) -> tuple[PromptSpec, str]:
+    audio = data.pop("audio", None)
+    if not isinstance(audio, str) or not audio:
+        raise ValueError("missing 'audio' path")
+    if "caption" in data:  # a `tta world sample` row
+        relation = data.get("relation")
+        data = {"prompt": data["caption"], "events": [e["event"] for e in data["events"]], "relation": None if relation == "single" else relation}
+    return PromptSpec.model_validate(data), audio
+
+
+def load_audio_prompt_rows(path: str | Path) -> list[tuple[PromptSpec, str]]:
+    """Rows pairing a prompt with an audio path: a prompt-file row plus "audio", or a world row."""
+    return _parse_jsonl(Path(path), _audio_prompt_row, "clip list")
