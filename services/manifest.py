@@ -25,7 +25,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
+def current_commit(cwd: Path | None = None) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -33,7 +33,7 @@ def git_commit(cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def write_manifest(directory: Path, *, command: str | None = None, seed: int | None, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> dict:
+def write_manifest(directory: Path, *, command: str | None = None, seed: int | None, metrics: dict[str, Any], git_commit: str | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Hash every file in `directory` (except the manifest) and write MANIFEST.json."""
     directory = Path(directory)
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
@@ -41,7 +41,7 @@ def write_manifest(directory: Path, *, command: str | None = None, seed: int | N
         "files": files,
         "command": command if command is not None else " ".join(["tta", *sys.argv[1:]]),
         "seed": seed,
-        "git_commit": git_commit(),
+        "git_commit": git_commit or current_commit(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "metrics": metrics,
         **(extra or {}),

@@ -158,6 +158,9 @@ def train_oracle(
     device: str = "cpu",
     command: str | None = None,
 ) -> dict:
+    from services.manifest import current_commit
+
+    commit_at_start = current_commit()  # the code that trained, even if the tree moves on meanwhile
     torch.manual_seed(seed)
     work_dir.mkdir(parents=True, exist_ok=True)
     log = open(work_dir / "log.jsonl", "a")
@@ -225,5 +228,5 @@ def train_oracle(
     (work_dir / "eval.md").write_text(report_markdown(report) + "\n")
     print(report_markdown(report))
     metrics = {k: round(v, 5) for k, v in report.metrics.items()}
-    write_manifest(out, command=command, seed=seed, metrics=metrics, extra={"training": {"steps": steps, "batch_size": batch_size, "n_clips": n_clips, "n_negatives": n_negatives, "lr": lr, "eval": f"tta eval oracle --n {eval_n} --negatives {eval_negatives}"}})
+    write_manifest(out, command=command, seed=seed, metrics=metrics, git_commit=commit_at_start, extra={"training": {"steps": steps, "batch_size": batch_size, "n_clips": n_clips, "n_negatives": n_negatives, "lr": lr, "eval": f"tta eval oracle --n {eval_n} --negatives {eval_negatives}"}})
     return metrics
