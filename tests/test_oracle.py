@@ -11,7 +11,7 @@ from services.checkpoints import shipped
 from services.manifest import ManifestError, verify_manifest
 from services.modeling import CheckpointError
 from training.annotation import SimulatedAnnotator, oracle_label
-from training.eval_oracle import evaluate_oracle
+from training.eval_oracle import evaluate_oracle, spec_from_prompt
 from training.world.clips import make_clip
 from training.world.events import EVENT_IDS
 from training.world.negatives import NEGATIVE_KINDS, make_negative
@@ -79,8 +79,6 @@ def test_oracle_tells_every_class_apart(oracle):
     for seed in range(3):
         for i, e in enumerate(EVENT_IDS):
             spec = PromptSpec(prompt=e, events=[e])
-            from training.eval_oracle import spec_from_prompt
-
             clip = make_clip(20 + seed, "heldout", i, spec=spec_from_prompt(spec, np.random.default_rng(i)))
             audios.append(clip.audio)
             wanted.append(e)
@@ -153,3 +151,19 @@ def test_eval_cli_names_bad_prompt_line(tmp_path):
     res = CliRunner().invoke(main, ["eval", "oracle", "--prompts", str(prompts)])
     assert res.exit_code == 1
     assert "p.jsonl:2:" in res.output and "unicorn" in res.output
+
+
+def test_annotate_simulate_cli_on_world_sample(tmp_path):
+    runner = CliRunner()
+    world = tmp_path / "world"
+    assert runner.invoke(main, ["world", "sample", "--n", "6", "--out", str(world), "--task", "integrity", "--split", "heldout"]).exit_code == 0
+    out = tmp_path / "ann.jsonl"
+    res = runner.invoke(main, ["annotate", "simulate", str(world / "clips.jsonl"), "--task", "integrity", "--flip-rate", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    from training.annotation import read_annotations
+
+    records = read_annotations(out)
+    assert len(records) == 6 and all(r.provenance.source == "simulated" for r in records)
+    assert sum(r.label for r in records) >= 5  # ground-truth clips against their own captions
+    res = runner.invoke(main, ["annotate", "simulate", str(world / "clips.jsonl"), "--task", "integrity", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert res.exit_code == 1 and "does not exist" in res.output

@@ -49,7 +49,7 @@ def spec_from_prompt(p: PromptSpec, rng: np.random.Generator) -> ClipSpec:
     return ClipSpec(list(p.events), relation, template, clauses, nouns, extra={"prompt": p.prompt})
 
 
-def _scores(detections: list[Detection], truths: list[list[str]], ordered: list[bool], class_ids: list[str]) -> dict:
+def score_detections(detections: list[Detection], truths: list[list[str]], ordered: list[bool], class_ids: list[str]) -> dict:
     tp = fp = fn = 0
     per = {c: {"tp": 0, "fp": 0, "fn": 0} for c in class_ids}
     order_ok = order_n = 0
@@ -117,7 +117,7 @@ def evaluate_oracle(
             truths.append([e.event for e in clip.truth.events])
             ordered.append(clip.truth.relation == "sequence")
     batch = np.stack(audios)
-    clean = _scores(model.detect(batch), truths, ordered, class_ids)
+    clean = score_detections(model.detect(batch), truths, ordered, class_ids)
     metrics = {
         "clips": float(len(audios)),
         "presence_f1": clean["f1"],
@@ -130,7 +130,7 @@ def evaluate_oracle(
     if degraded:
         rng = np.random.default_rng([seed, 99])
         damaged = np.stack([degrade(a, rng) for a in tqdm(audios, desc="degrade", disable=not progress)])
-        d = _scores(model.detect(damaged), truths, ordered, class_ids)
+        d = score_detections(model.detect(damaged), truths, ordered, class_ids)
         metrics["degraded_presence_f1"] = d["f1"]
         metrics["degraded_order_accuracy"] = d["order"]
         for c in class_ids:

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from services.audio import MelSpectrogram
-from services.manifest import write_manifest
+from services.manifest import current_commit, write_manifest
+from training.eval_oracle import evaluate_oracle, report_markdown, score_detections
 from training.world.clips import make_clip
 from training.world.negatives import NEGATIVE_KINDS, make_negative
 from training.world.oracle import OracleConfig, SoundEventDetector, frame_targets, output_frames
@@ -131,12 +132,8 @@ def _sep_blur(x: torch.Tensor, kf: torch.Tensor, kt: torch.Tensor) -> torch.Tens
     return z[0]
 
 
-def _val_f1(model: SoundEventDetector, audio: np.ndarray, truths: list[set[str]]) -> float:
-    dets = model.detect(audio)
-    tp = sum(len(d.present() & t) for d, t in zip(dets, truths))
-    fp = sum(len(d.present() - t) for d, t in zip(dets, truths))
-    fn = sum(len(t - d.present()) for d, t in zip(dets, truths))
-    return 2 * tp / max(1, 2 * tp + fp + fn)
+def _val_f1(model: SoundEventDetector, audio: np.ndarray, truths: list[list[str]]) -> float:
+    return score_detections(model.detect(audio), truths, [False] * len(truths), list(model.config.class_ids))["f1"]
 
 
 # ----------------------------------------------------------------------------- main
@@ -158,8 +155,6 @@ def train_oracle(
     device: str = "cpu",
     command: str | None = None,
 ) -> dict:
-    from services.manifest import current_commit
-
     commit_at_start = current_commit()  # the code that trained, even if the tree moves on meanwhile
     torch.manual_seed(seed)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +167,7 @@ def train_oracle(
     model = SoundEventDetector(config).to(device)
     noise = noise_bank(seed, 240, model.frontend)
     val = [make_clip(seed, "heldout", 10_000 + i) for i in range(val_n)]
-    val_audio, val_truth = np.stack([c.audio for c in val]), [{e.event for e in c.truth.events} for c in val]
+    val_audio, val_truth = np.stack([c.audio for c in val]), [[e.event for e in c.truth.events] for c in val]
     floor = model.mel_cfg.log_floor
 
     # model, optimiser, resume
@@ -220,8 +215,6 @@ def train_oracle(
             tmp.replace(state_path)
 
     # checkpoint: weights, evaluation, manifest
-    from training.eval_oracle import evaluate_oracle, report_markdown
-
     model.eval()
     model.save_pretrained(out)
     report = evaluate_oracle(model, n=eval_n, n_negatives=eval_negatives)

@@ -24,6 +24,20 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+def _load_oracle(checkpoint: Path | None):  # -> (SoundEventDetector, its directory)
+    """The oracle from --checkpoint or the shipped one; a bad checkpoint is a clean CLI error."""
+    from services.checkpoints import shipped
+    from services.manifest import ManifestError
+    from services.modeling import CheckpointError
+    from training.world.oracle import load_oracle
+
+    try:
+        directory = checkpoint or shipped("oracle")
+        return load_oracle(str(directory)), directory
+    except (CheckpointError, ManifestError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
 @click.group()
 @click.version_option(__version__, prog_name="tta")
 def main() -> None:
@@ -187,18 +201,14 @@ def annotate_simulate(clips: Path, task: str, flip_rate: float, seed: int, check
     from services.audio import read_audio
     from services.manifest import sha256_file
     from training.annotation import SimulatedAnnotator, write_annotations
-    from training.world.oracle import load_oracle
     from training.world.prompts import PromptFileError, load_audio_prompt_rows
 
     try:
         rows = load_audio_prompt_rows(clips)
     except PromptFileError as exc:
         _fail(str(exc))
-    oracle = load_oracle(str(checkpoint) if checkpoint else None)
-    weights = Path(checkpoint) if checkpoint else None
-    from services.checkpoints import shipped
-
-    sha = sha256_file((weights or shipped("oracle")) / "model.safetensors")
+    oracle, directory = _load_oracle(checkpoint)
+    sha = sha256_file(directory / "model.safetensors")
     annotator = SimulatedAnnotator(oracle, flip_rate=flip_rate, seed=seed, oracle_sha256=sha)
     records = []
     for start in range(0, len(rows), 64):
