@@ -88,9 +88,12 @@ class MelSpectrogram(torch.nn.Module):
         self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
 
     def power(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.mel_basis @ self._stft(wav).abs().pow(2)
+
+    def _stft(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.dim() == 1:
             wav = wav[None]
-        spec = torch.stft(
+        return torch.stft(
             wav.float(),
             n_fft=self.cfg.n_fft,
             hop_length=self.cfg.hop_length,
@@ -100,10 +103,16 @@ class MelSpectrogram(torch.nn.Module):
             pad_mode="reflect",
             return_complex=True,
         )
-        return self.mel_basis @ spec.abs().pow(2)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return torch.log(self.power(wav).clamp_min(self.cfg.log_floor))
+
+    def log_magnitude(self, wav: torch.Tensor) -> torch.Tensor:
+        """TANGO/AudioLDM's vocoder features: log of the mel-filtered STFT magnitude (not power)."""
+        return torch.log(self.magnitude(wav).clamp_min(self.cfg.log_floor))
+
+    def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.mel_basis @ self._stft(wav).abs()
 
 
 def to_float32_mono(audio: np.ndarray) -> np.ndarray:

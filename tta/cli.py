@@ -102,6 +102,52 @@ def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_neg
     click.echo(json.dumps(metrics))
 
 
+@train.command("generator")
+@click.option("--scale", type=click.Choice(["mini"]), default="mini", show_default=True, help="full-scale TANGO comes from `tta convert-tango`")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/generator"), show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--n-clips", type=click.IntRange(64), default=20000, show_default=True, help="rendered training clips")
+@click.option("--n-audio", type=click.IntRange(16), default=3000, show_default=True, help="of which waveforms are kept for the vocoder")
+@click.option("--vae-steps", type=click.IntRange(1), default=800, show_default=True)
+@click.option("--vocoder-steps", type=click.IntRange(1), default=800, show_default=True)
+@click.option("--unet-steps", type=click.IntRange(1), default=2400, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="UNet batch")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/generator"), show_default=True, help="per-stage train state and logs; existing state is resumed")
+@click.option("--eval-n", type=click.IntRange(1), default=200, show_default=True, help="held-out prompts per task for the final evaluation")
+def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int) -> None:
+    """Train the mini TANGO (VAE, vocoder, UNet) on the world; resumable, writes --out with MANIFEST.json."""
+    from training.train_generator import train_generator
+
+    if n_audio > n_clips:
+        _fail(f"--n-audio ({n_audio}) cannot exceed --n-clips ({n_clips})")
+    metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line())
+    click.echo(json.dumps(metrics))
+
+
+# ----------------------------------------------------------------------------- convert
+@main.command("convert-tango")
+@click.argument("src", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--tokenizer", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="local FLAN-T5 tokenizer directory (TANGO checkpoints do not include one)")
+@click.option("--vae-from", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="take VAE/STFT files from this base checkpoint (fine-tunes often ship only the main weights)")
+@click.option("--unet-config", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="default: TANGO's UNet config (services/configs/tango_unet.json)")
+@click.option("--text-encoder-config", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="default: FLAN-T5-large encoder")
+@click.option("--steps", "default_steps", type=click.IntRange(1, 1000), default=100, show_default=True, help="the converted generator's default steps (TANGO's default)")
+def convert_tango_cmd(src: Path, dst: Path, tokenizer: Path, vae_from: Path | None, unet_config: Path | None, text_encoder_config: Path | None, default_steps: int) -> None:
+    """Convert an original TANGO / Tango 2 / BATON-fine-tuned checkpoint directory into our generator layout."""
+    from services.modeling import CheckpointError
+    from services.tango_convert import accounted, convert_tango
+
+    try:
+        report = convert_tango(src, dst, tokenizer, vae_from=vae_from, unet_config=unet_config, text_encoder_config=text_encoder_config, default_steps=default_steps)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    total = sum(report.source_keys.values())
+    click.echo(f"source keys: {', '.join(f'{k} {v}' for k, v in report.source_keys.items())}")
+    click.echo(f"mapped: {', '.join(f'{k} {v}' for k, v in report.mapped.items())}; verified and not stored: {len(report.verified)}")
+    click.echo(f"accounted for {accounted(report)} of {total} keys ({'all' if accounted(report) == total else 'INCOMPLETE'}); wrote {dst}")
+
+
 # ----------------------------------------------------------------------------- eval
 @main.group(name="eval")
 def eval_() -> None:
@@ -140,6 +186,135 @@ def eval_oracle_cmd(n: int, checkpoint: Path | None, prompts: Path | None, seed:
         click.echo(json.dumps({k: round(v, 6) for k, v in report.metrics.items()}))
     if strict and not report.passed:
         sys.exit(1)
+
+
+def _load_generator(checkpoint: Path | None, device: str | None = None, dtype: str | None = None):
+    """The generator at `checkpoint` (default: the shipped mini default); exits cleanly on a bad directory."""
+    import torch
+
+    from services.checkpoints import shipped
+    from services.generator import TangoPipeline
+    from services.manifest import ManifestError
+    from services.modeling import CheckpointError
+
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, None: None}[dtype]
+    try:
+        return TangoPipeline.from_pretrained(checkpoint or shipped("generator"), device=device, dtype=torch_dtype)
+    except (CheckpointError, ManifestError, FileNotFoundError, OSError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _int_list(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        values = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not values or any(not 1 <= v <= 1000 for v in values):
+        raise click.BadParameter(f"steps must be in [1, 1000], got {value!r}")
+    return values
+
+
+def _scheduler_list(ctx, param, value: str | None) -> list[str] | None:
+    from services.generator import SCHEDULERS
+
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in SCHEDULERS]
+    if not names or unknown:
+        raise click.BadParameter(f"unknown scheduler(s) {unknown or value!r}; choose from {', '.join(SCHEDULERS)}")
+    return names
+
+
+GENERATION_OPTIONS = [
+    click.option("--steps", type=click.IntRange(1, 1000), default=None, help="denoising steps (default: the checkpoint's)"),
+    click.option("--guidance", type=click.FloatRange(0, 50), default=None, help="classifier-free guidance scale (default: the checkpoint's)"),
+    click.option("--scheduler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None, help="sampler (default: the checkpoint's)"),
+]
+
+
+def _generation_options(f):
+    for option in reversed(GENERATION_OPTIONS):
+        f = option(f)
+    return f
+
+
+# ----------------------------------------------------------------------------- generate
+@main.command("generate")
+@click.argument("prompts", nargs=-1, required=True)
+@click.option("-n", "--num-candidates", type=click.IntRange(1, 16), default=1, show_default=True)
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="directory for WAVs, mels.png and generation.json")
+@_generation_options
+@click.option("--negative-prompt", default=None, help="replaces the empty prompt as the unconditional branch")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="candidate j uses seed + j (default: random, reported)")
+@click.option("--duration", "duration_s", type=click.FloatRange(0.1, 60), default=None, help="seconds (default: the checkpoint's)")
+@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator directory (default: the shipped mini default)")
+@click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="UNet/VAE precision (default: fp16 on CUDA, fp32 on CPU)")
+def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None) -> None:
+    """Generate N candidate clips per prompt; writes WAVs and a PNG of their mel spectrograms."""
+    from services.audio import write_wav
+    from training.plots import mel_sheet
+
+    blank = [i for i, p in enumerate(prompts) if not p.strip()]
+    if blank:
+        _fail(f"prompt(s) {blank} are blank")
+    pipe = _load_generator(checkpoint, device, dtype)
+    if duration_s is not None and duration_s > pipe.config.max_duration_s:
+        _fail(f"--duration {duration_s} exceeds this generator's maximum of {pipe.config.max_duration_s} s")
+    result = pipe.generate(list(prompts), num_candidates=num_candidates, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, duration_s=duration_s, scheduler=scheduler, progress=True)
+    out.mkdir(parents=True, exist_ok=True)
+    files, titles, audios = [], [], []
+    for i, prompt in enumerate(prompts):
+        for j in range(num_candidates):
+            name = f"p{i:02d}-c{j:02d}-seed{result.seeds[i][j]}.wav"
+            write_wav(out / name, result.waveforms[i, j], result.sample_rate)
+            files.append({"prompt": prompt, "candidate": j, "seed": result.seeds[i][j], "file": name})
+            titles.append(f"{prompt!r} (seed {result.seeds[i][j]})")
+            audios.append(result.waveforms[i, j])
+    mel_sheet(audios, titles, out / "mels.png")
+    (out / "generation.json").write_text(json.dumps({"settings": result.settings, "timings": result.timings, "files": files}, indent=2) + "\n")
+    for f in files:
+        click.echo(f"{out / f['file']}  {f['prompt']!r} seed {f['seed']}")
+    click.echo(f"{out / 'mels.png'}; {sum(result.timings.values()):.1f} s ({', '.join(f'{k} {v:.2f}' for k, v in result.timings.items())})")
+
+
+@eval_.command("generator")
+@click.option("--n", "n", type=click.IntRange(1), default=200, show_default=True, help="held-out prompts per task (single, integrity, temporal)")
+@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="default: the shipped generator")
+@click.option("--prompts", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSONL prompt file instead of the held-out split")
+@click.option("--steps", callback=_int_list, default=None, help="denoising steps; a comma list sweeps (e.g. 10,25,50,100)")
+@click.option("--guidance", type=click.FloatRange(0, 50), default=None, help="guidance scale (default: the checkpoint's)")
+@click.option("--scheduler", callback=_scheduler_list, default=None, help="ddpm, ddim or dpm++; a comma list sweeps")
+@click.option("--seed", type=click.IntRange(0), default=1, show_default=True)
+@click.option("--roundtrip-n", type=click.IntRange(0), default=None, help="ground-truth clips for the VAE/vocoder round trip (default: max(n, 100))")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and PNGs here")
+@click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on the last line")
+def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, as_json: bool) -> None:
+    """Oracle accuracy of generated audio on held-out prompts (N=1), round trip, time per clip."""
+    from training.eval_generator import evaluate_generator, write_report
+    from training.world.prompts import PromptFileError, load_prompt_file
+
+    try:
+        specs = load_prompt_file(prompts) if prompts else None
+    except PromptFileError as exc:
+        _fail(str(exc))
+    pipe = _load_generator(checkpoint, device)
+    oracle, _ = _load_oracle(None)
+    settings = [(sch, st) for sch in (scheduler or [None]) for st in (steps or [None])]
+    reports = {}
+    for k, (sch, st) in enumerate(settings):
+        report = evaluate_generator(pipe, n=n, prompts=specs, steps=st, guidance_scale=guidance, scheduler=sch, seed=seed, oracle=oracle, roundtrip_n=roundtrip_n if k == 0 else 0)
+        reports[f"{report.settings['scheduler']}@{report.settings['steps']}"] = report
+    text = write_report(reports, out)
+    click.echo(text)
+    if as_json:
+        only = next(iter(reports.values())) if len(reports) == 1 else None
+        payload = {k: round(v, 6) for k, v in only.metrics.items()} if only else {name: {k: round(v, 6) for k, v in r.metrics.items()} for name, r in reports.items()}
+        click.echo(json.dumps(payload))
 
 
 # ----------------------------------------------------------------------------- annotate

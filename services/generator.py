@@ -1,0 +1,272 @@
+"""The TANGO pipeline: text encoder -> UNet denoising loop (CFG) -> VAE decoder -> HiFi-GAN vocoder.
+
+Components are diffusers/transformers classes built from configs in a directory laid out like a
+diffusers pipeline:
+
+    pipeline.json            GeneratorConfig (text encoder location, mel settings, serving defaults)
+    text_encoder/            transformers encoder + tokenizer (absent when the config names a package)
+    unet/ vae/               diffusers UNet2DConditionModel, AutoencoderKL
+    vocoder/                 transformers SpeechT5HifiGan (the layout diffusers' AudioLDM uses)
+    scheduler/               scheduler_config.json (SD-2.1 DDPM, v-prediction)
+    MANIFEST.json            for shipped checkpoints: sha256 of every file, command, seed, metrics
+
+The N candidates of every prompt and both guidance branches go through the UNet in one batch. Each
+candidate draws its noise from its own seeded generator, so a candidate's audio depends on its
+prompt, seed and settings, not on what else was in the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.audio import MelConfig
+from services.manifest import MANIFEST, verify_manifest
+from services.modeling import CheckpointError
+from services.text_encoder import PACKAGE_PREFIX, TextEncoder
+
+PIPELINE_CONFIG = "pipeline.json"
+SchedulerName = Literal["ddpm", "ddim", "dpm++"]
+SCHEDULERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
+
+
+class GeneratorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text_encoder: str = "text_encoder"  # a subdirectory, or package:NAME for an installed model package
+    text_max_length: int = Field(512, ge=1)
+    mel: dict = Field(default_factory=lambda: MelConfig().to_dict())
+    # serving defaults: TANGO's (DDPM, guidance 3) unless a measurement picked others
+    default_scheduler: SchedulerName = "ddpm"
+    default_steps: int = Field(200, ge=1, le=1000)
+    default_guidance_scale: float = Field(3.0, ge=0)
+    default_duration_s: float = Field(10.0, gt=0)
+    max_duration_s: float = Field(30.0, gt=0)
+
+    @property
+    def mel_config(self) -> MelConfig:
+        return MelConfig.from_dict(self.mel)
+
+
+@dataclass
+class GenerationOutput:
+    waveforms: np.ndarray  # float32 [prompts, candidates, samples]
+    seeds: list[list[int]]  # [prompts][candidates]
+    sample_rate: int
+    timings: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh scheduler of the named kind from the pipeline's (DDPM, v-prediction) scheduler config."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    if name == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if name == "ddim":
+        return DDIMScheduler.from_config(config, set_alpha_to_one=False)
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+def candidate_seeds(seed: int | list[int] | None, num_prompts: int, num_candidates: int) -> list[list[int]]:
+    """Seeds per prompt and candidate: candidate j of a prompt with seed s uses s + j."""
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    bases = [seed] * num_prompts if isinstance(seed, int) else list(seed)
+    if len(bases) != num_prompts:
+        raise ValueError(f"got {len(bases)} seeds for {num_prompts} prompts")
+    return [[int(b) + j for j in range(num_candidates)] for b in bases]
+
+
+class TangoPipeline:
+    def __init__(self, config: GeneratorConfig, text_encoder: TextEncoder, unet, vae, vocoder, scheduler) -> None:
+        self.config = config
+        self.text_encoder, self.unet, self.vae, self.vocoder = text_encoder, unet.eval(), vae.eval(), vocoder.eval()
+        self.scheduler_config = dict(scheduler.config)
+        self.mel = config.mel_config
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self._check_shapes()
+
+    # ------------------------------------------------------------------ structure
+    def _check_shapes(self) -> None:
+        unet_c, vae_c, voc_c = self.unet.config, self.vae.config, self.vocoder.config
+        problems = []
+        if unet_c.in_channels != vae_c.latent_channels or unet_c.out_channels != vae_c.latent_channels:
+            problems.append(f"UNet channels {unet_c.in_channels}->{unet_c.out_channels} != VAE latent channels {vae_c.latent_channels}")
+        if unet_c.cross_attention_dim != self.text_encoder.hidden_size:
+            problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size}")
+        if voc_c.model_in_dim != self.mel.n_mels:
+            problems.append(f"vocoder takes {voc_c.model_in_dim} mel bins, pipeline mel has {self.mel.n_mels}")
+        if int(np.prod(voc_c.upsample_rates)) != self.mel.hop_length:
+            problems.append(f"vocoder upsamples {int(np.prod(voc_c.upsample_rates))}x, mel hop is {self.mel.hop_length}")
+        if problems:
+            raise CheckpointError("generator components do not fit together: " + "; ".join(problems))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def frame_multiple(self) -> int:
+        """Mel frames must be a multiple of this: VAE downsampling x UNet downsampling."""
+        return self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> TangoPipeline:
+        """Move to a device. UNet and VAE take `dtype` (fp16/bf16 on CUDA); the text encoder stays
+        fp32 (T5 overflows in fp16) and the vocoder stays fp32 for clean audio."""
+        self.device = torch.device(device)
+        self.dtype = dtype or torch.float32
+        for model in (self.unet, self.vae):
+            model.to(self.device) if model.dtype == self.dtype else model.to(self.device, self.dtype)
+        self.text_encoder.to(self.device)
+        self.vocoder.to(self.device)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> TangoPipeline:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import SpeechT5HifiGan
+
+        directory = Path(directory)
+        if not (directory / PIPELINE_CONFIG).is_file():
+            raise CheckpointError(f"{directory}: not a generator directory (no {PIPELINE_CONFIG})")
+        if (directory / MANIFEST).is_file():
+            verify_manifest(directory)
+        try:
+            config = GeneratorConfig.model_validate(json.loads((directory / PIPELINE_CONFIG).read_text()))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise CheckpointError(f"{directory / PIPELINE_CONFIG}: invalid generator config: {exc}") from exc
+        for sub in ("unet", "vae", "vocoder", "scheduler"):
+            if not (directory / sub).is_dir():
+                raise CheckpointError(f"{directory}: missing component directory {sub}/")
+        text_encoder = TextEncoder.from_pretrained(config.text_encoder, config.text_max_length, base=directory)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype is None:
+            dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+        unet = UNet2DConditionModel.from_pretrained(directory / "unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(directory / "vae", torch_dtype=dtype)
+        vocoder = SpeechT5HifiGan.from_pretrained(directory / "vocoder")
+        scheduler = make_scheduler("ddpm", json.loads((directory / "scheduler" / "scheduler_config.json").read_text()))
+        pipe = cls(config, text_encoder, unet, vae, vocoder, scheduler)
+        return pipe.to(device, dtype)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from diffusers import DDPMScheduler
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / PIPELINE_CONFIG).write_text(self.config.model_dump_json(indent=2) + "\n")
+        if not self.config.text_encoder.startswith(PACKAGE_PREFIX):
+            self.text_encoder.encoder.save_pretrained(directory / self.config.text_encoder)
+            self.text_encoder.tokenizer.save_pretrained(directory / self.config.text_encoder)
+        self.unet.save_pretrained(directory / "unet")
+        self.vae.save_pretrained(directory / "vae")
+        self.vocoder.save_pretrained(directory / "vocoder")
+        DDPMScheduler.from_config(self.scheduler_config).save_pretrained(directory / "scheduler")
+        return directory
+
+    # ------------------------------------------------------------------ generation
+    def num_frames(self, duration_s: float) -> int:
+        frames = int(np.ceil(duration_s * self.sample_rate / self.mel.hop_length))
+        m = self.frame_multiple
+        return max(m, -(-frames // m) * m)
+
+    def _encode(self, prompts: list[str], negative: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[uncond/negative ; cond] text states and masks, padded to one length."""
+        h, m = self.text_encoder(negative + prompts)
+        return h.to(self.dtype), m.to(self.device)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, C, T/s, F/s] -> waveforms [B, T * hop] (float32)."""
+        mel = self.vae.decode(latents / self.vae.config.scaling_factor).sample  # [B, 1, T, F]
+        return self.vocoder(mel[:, 0].float())
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[str] | str,
+        num_candidates: int = 1,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        negative_prompt: str | list[str] | None = None,
+        seed: int | list[int] | None = None,
+        duration_s: float | None = None,
+        scheduler: str | None = None,
+        progress: bool = False,
+    ) -> GenerationOutput:
+        cfg = self.config
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        steps = steps or cfg.default_steps
+        guidance_scale = cfg.default_guidance_scale if guidance_scale is None else guidance_scale
+        duration_s = duration_s or cfg.default_duration_s
+        scheduler_name = scheduler or cfg.default_scheduler
+        if not prompts:
+            raise ValueError("no prompts")
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        if not 0 < duration_s <= cfg.max_duration_s:
+            raise ValueError(f"duration_s must be in (0, {cfg.max_duration_s}], got {duration_s}")
+        if not 1 <= steps <= 1000:
+            raise ValueError(f"steps must be in [1, 1000], got {steps}")
+        negatives = [negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list) else list(negative_prompt)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        seeds = candidate_seeds(seed, len(prompts), num_candidates)
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        use_cfg = guidance_scale != 1.0
+        # rows [negatives..., prompts...], each repeated once per candidate: the UNet batch is [uncond ; cond]
+        h, m = self._encode(prompts, negatives)
+        h, m = h.repeat_interleave(num_candidates, 0), m.repeat_interleave(num_candidates, 0)
+        n = len(prompts) * num_candidates
+        text_states, text_mask = (h, m) if use_cfg else (h[n:], m[n:])
+        timings["encode_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        frames = self.num_frames(duration_s)
+        shape = (self.vae.config.latent_channels, frames // self.vae_scale, self.mel.n_mels // self.vae_scale)
+        generators = [torch.Generator("cpu").manual_seed(s) for row in seeds for s in row]
+        latents = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, self.dtype)
+        sched = make_scheduler(scheduler_name, self.scheduler_config)
+        sched.set_timesteps(steps, device=self.device)
+        latents = latents * sched.init_noise_sigma
+        extra = {"generator": generators} if scheduler_name in ("ddpm", "ddim") else {}
+        iterator = sched.timesteps
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, desc="denoise", leave=False)
+        for t in iterator:
+            x = torch.cat([latents, latents]) if use_cfg else latents
+            x = sched.scale_model_input(x, t)
+            out = self.unet(x, t, encoder_hidden_states=text_states, encoder_attention_mask=text_mask).sample
+            if use_cfg:
+                uncond, cond = out.chunk(2)
+                out = uncond + guidance_scale * (cond - uncond)
+            latents = sched.step(out, t, latents, **extra).prev_sample
+        timings["denoise_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        wav = self.decode(latents)
+        samples = int(round(duration_s * self.sample_rate))
+        wav = wav[:, :samples].float().cpu().numpy().reshape(len(prompts), num_candidates, -1)
+        timings["decode_s"] = time.perf_counter() - t0
+        settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s}
+        return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings)

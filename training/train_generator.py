@@ -1,0 +1,415 @@
+"""`tta train generator --scale mini`: train the mini TANGO (VAE, HiFi-GAN vocoder, UNet) on the world.
+
+Reads top to bottom: the mini configs, data (train clips rendered once and cached as log-mel
+magnitudes, captions, and a subset of waveforms for the vocoder), then one stage per component:
+
+1. VAE (`AutoencoderKL`): log-mel [B, 1, frames, mels] <-> 8-channel latent at 1/4 resolution, L1 + small KL.
+2. Vocoder (`SpeechT5HifiGan`): log-mel -> waveform, multi-resolution STFT + mel losses on random crops.
+3. UNet (`UNet2DConditionModel`): v-prediction on scaled VAE latents, frozen MiniLM text states,
+   10% empty-prompt dropout for classifier-free guidance, Min-SNR-5 weighting, EMA weights.
+
+Every stage keeps `train_state.pt` in its work directory (weights, optimiser, step) and resumes from
+it; finished components are saved as diffusers/transformers directories and assembled into one
+generator directory with a MANIFEST.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from services.audio import MelConfig, MelSpectrogram
+from services.manifest import current_commit, write_manifest
+from services.text_encoder import MINILM, TextEncoder
+from training.world.clips import CLIP_SAMPLES, make_clip
+
+# ----------------------------------------------------------------------------- mini configs
+MINI_MEL = MelConfig(n_fft=1024, win_length=1024, hop_length=512, n_mels=64)
+MINI_FRAMES = CLIP_SAMPLES // MINI_MEL.hop_length  # 128 frames for a 4.096 s clip
+TEXT_MAX_LENGTH = 48
+
+MINI_VAE = dict(
+    in_channels=1,
+    out_channels=1,
+    down_block_types=["DownEncoderBlock2D"] * 3,
+    up_block_types=["UpDecoderBlock2D"] * 3,
+    block_out_channels=[16, 32, 64],
+    layers_per_block=1,
+    latent_channels=8,
+    norm_num_groups=8,
+    sample_size=MINI_FRAMES,
+)
+MINI_VOCODER = dict(
+    model_in_dim=MINI_MEL.n_mels,
+    sampling_rate=MINI_MEL.sample_rate,
+    upsample_initial_channel=128,
+    upsample_rates=[8, 8, 4, 2],  # product = hop 512
+    upsample_kernel_sizes=[16, 16, 8, 4],
+    resblock_kernel_sizes=[3, 7, 11],
+    resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    normalize_before=False,
+)
+MINI_UNET = dict(
+    sample_size=[MINI_FRAMES // 4, MINI_MEL.n_mels // 4],
+    in_channels=8,
+    out_channels=8,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],  # attention only at 1/2 and 1/4 of the latent
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    block_out_channels=[64, 128, 192],
+    layers_per_block=1,
+    cross_attention_dim=384,
+    attention_head_dim=32,
+    norm_num_groups=32,
+)
+# SD-2.1's scheduler, as TANGO uses it
+SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="v_prediction",
+    clip_sample=False,
+    steps_offset=1,
+    timestep_spacing="leading",
+)
+
+
+def log_mel(wav: torch.Tensor, mel: MelSpectrogram, frames: int) -> torch.Tensor:
+    """TANGO/AudioLDM features: log of the mel-filtered STFT magnitude, [B, frames, mels]."""
+    return mel.log_magnitude(wav)[..., :frames].transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------- data
+def _render_chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    seed, start, stop, n_audio = args
+    torch.set_num_threads(1)
+    mel = MelSpectrogram(MINI_MEL)
+    mels, captions, audio = [], [], []
+    for i in range(start, stop):
+        clip = make_clip(seed, "train", i)
+        with torch.no_grad():
+            mels.append(log_mel(torch.from_numpy(clip.audio)[None], mel, MINI_FRAMES)[0].numpy().astype(np.float16))
+        captions.append(clip.truth.caption)
+        if i < n_audio:
+            audio.append(clip.audio.astype(np.float16))
+    return np.stack(mels), captions, (np.stack(audio) if audio else np.zeros((0, CLIP_SAMPLES), np.float16))
+
+
+def build_dataset(seed: int, n_clips: int, n_audio: int, cache_dir: Path, workers: int = 2) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Log-mels [N, frames, mels] and captions of `n_clips` train clips; waveforms of the first `n_audio`."""
+    cache = cache_dir / f"generator-data-s{seed}-n{n_clips}-a{n_audio}.npz"
+    if cache.is_file():
+        data = np.load(cache)
+        return data["mels"], json.loads(str(data["captions"])), data["audio"]
+    chunk = 250
+    jobs = [(seed, s, min(s + chunk, n_clips), n_audio) for s in range(0, n_clips, chunk)]
+    mels, captions, audio = [], [], []
+    with Pool(workers) as pool:
+        for m, c, a in tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc="render train clips"):
+            mels.append(m)
+            captions.extend(c)
+            audio.append(a)
+    mels_arr, audio_arr = np.concatenate(mels), np.concatenate(audio)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, mels=mels_arr, captions=np.array(json.dumps(captions)), audio=audio_arr)
+    return mels_arr, captions, audio_arr
+
+
+# ----------------------------------------------------------------------------- shared loop pieces
+class Stage:
+    """Optimiser + cosine schedule + resumable state for one component."""
+
+    def __init__(self, name: str, model: torch.nn.Module, work_dir: Path, steps: int, lr: float, warmup: int = 100, ema_decay: float | None = None) -> None:
+        self.name, self.model, self.steps = name, model, steps
+        self.dir = work_dir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-2)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
+        self.ema_decay = ema_decay
+        self.step = 0
+        self.log = open(self.dir / "log.jsonl", "a")
+        state_path = self.dir / "train_state.pt"
+        if state_path.is_file():
+            state = torch.load(state_path, weights_only=True)
+            model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["opt"])
+            self.sched.load_state_dict(state["sched"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.step = int(state["step"])
+            print(f"{name}: resumed from {state_path} at step {self.step}")
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    def update(self, loss: torch.Tensor, clip: float = 1.0) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        if self.ema is not None:
+            decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+            with torch.no_grad():
+                for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                    e.lerp_(p, 1 - decay)
+
+    def record(self, **values: float) -> None:
+        self.log.write(json.dumps({"step": self.step, "lr": self.sched.get_last_lr()[0], **values}) + "\n")
+        self.log.flush()
+
+    def save_state(self) -> None:
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": torch.tensor(self.step)}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        tmp = self.dir / "train_state.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.dir / "train_state.pt")
+
+    @property
+    def final(self) -> torch.nn.Module:
+        return self.ema if self.ema is not None else self.model
+
+
+# ----------------------------------------------------------------------------- stage 1: VAE
+def train_vae(mels: torch.Tensor, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**MINI_VAE)
+    stage = Stage("vae", vae, work_dir, steps, lr=1e-3)
+    g = torch.Generator().manual_seed(seed * 1000 + stage.step)
+    vae.train()
+    bar = tqdm(total=steps, initial=stage.step, desc="train vae")
+    while not stage.done:
+        x = mels[torch.randint(len(mels), (batch_size,), generator=g)].float()[:, None]
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample(generator=g)).sample
+        l1 = (recon - x).abs().mean()
+        kl = post.kl().mean() / x[0].numel()
+        loss = l1 + 1e-4 * kl
+        stage.update(loss)
+        stage.record(l1=l1.item(), kl=kl.item())
+        bar.update(1)
+        bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.3f}")
+        if stage.step % checkpoint_every == 0 or stage.done:
+            stage.save_state()
+    vae.eval()
+    # TANGO scales latents to unit variance for the diffusion model (its 0.9228); measure ours
+    with torch.no_grad():
+        sample = torch.cat([vae.encode(mels[i : i + 64].float()[:, None]).latent_dist.mean for i in range(0, min(len(mels), 1024), 64)])
+    vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
+    return vae
+
+
+# ----------------------------------------------------------------------------- stage 2: vocoder
+def _stft_mag(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft, device=wav.device)
+    return torch.stft(wav, n_fft, hop_length=n_fft // 4, window=window, return_complex=True).abs().clamp_min(1e-5)
+
+
+def vocoder_loss(fake: torch.Tensor, real: torch.Tensor, mel: MelSpectrogram) -> tuple[torch.Tensor, dict]:
+    """Multi-resolution STFT (spectral convergence + log magnitude) and log-mel L1, as in Parallel WaveGAN."""
+    sc, mag = 0.0, 0.0
+    for n_fft in (256, 512, 1024, 2048):
+        f, r = _stft_mag(fake, n_fft), _stft_mag(real, n_fft)
+        sc = sc + torch.linalg.norm(r - f) / torch.linalg.norm(r)
+        mag = mag + (f.log() - r.log()).abs().mean()
+    mel_l1 = (mel.log_magnitude(fake) - mel.log_magnitude(real)).abs().mean()
+    loss = sc / 4 + mag / 4 + mel_l1
+    return loss, {"sc": sc.item() / 4, "mag": mag.item() / 4, "mel": mel_l1.item()}
+
+
+def train_vocoder(mels: torch.Tensor, audio: torch.Tensor, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, crop_frames: int = 32):
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    torch.manual_seed(seed)
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**MINI_VOCODER))
+    stage = Stage("vocoder", vocoder, work_dir, steps, lr=1e-3)
+    loss_mel = MelSpectrogram(MelConfig(n_fft=1024, win_length=1024, hop_length=128, n_mels=64))
+    hop = MINI_MEL.hop_length
+    g = torch.Generator().manual_seed(seed * 1000 + stage.step)
+    vocoder.train()
+    bar = tqdm(total=steps, initial=stage.step, desc="train vocoder")
+    while not stage.done:
+        idx = torch.randint(len(audio), (batch_size,), generator=g)
+        start = torch.randint(0, MINI_FRAMES - crop_frames, (batch_size,), generator=g)
+        x = torch.stack([mels[i, s : s + crop_frames] for i, s in zip(idx.tolist(), start.tolist())]).float()
+        # frame k of a centred STFT is centred on sample k*hop: the crop covers [s*hop, (s+crop)*hop) up to half a window
+        real = torch.stack([audio[i, s * hop : (s + crop_frames) * hop] for i, s in zip(idx.tolist(), start.tolist())]).float()
+        fake = vocoder(x)
+        loss, parts = vocoder_loss(fake, real, loss_mel)
+        stage.update(loss, clip=10.0)
+        stage.record(loss=loss.item(), **parts)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", mel=f"{parts['mel']:.3f}")
+        if stage.step % checkpoint_every == 0 or stage.done:
+            stage.save_state()
+    return vocoder.eval()
+
+
+# ----------------------------------------------------------------------------- stage 3: UNet
+@torch.no_grad()
+def encode_latents(vae, mels: torch.Tensor, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    means, stds = [], []
+    for i in tqdm(range(0, len(mels), batch), desc="encode latents"):
+        post = vae.encode(mels[i : i + batch].float()[:, None]).latent_dist
+        means.append(post.mean.half())
+        stds.append(post.std.half())
+    return torch.cat(means), torch.cat(stds)
+
+
+@torch.no_grad()
+def encode_captions(text_encoder: TextEncoder, captions: list[str], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    hidden = torch.zeros(len(captions), TEXT_MAX_LENGTH, text_encoder.hidden_size, dtype=torch.float16)
+    mask = torch.zeros(len(captions), TEXT_MAX_LENGTH, dtype=torch.bool)
+    for i in tqdm(range(0, len(captions), batch), desc="encode captions"):
+        h, m = text_encoder(captions[i : i + batch])
+        hidden[i : i + len(h), : h.shape[1]] = h.half()
+        mask[i : i + len(h), : h.shape[1]] = m.bool()
+    return hidden, mask
+
+
+def min_snr_weight(scheduler, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma loss weight for v-prediction: min(SNR, gamma) / (SNR + 1)."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    return snr.clamp(max=gamma) / (snr + 1)
+
+
+def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, export=None, export_every: int = 0, cfg_dropout: float = 0.1):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**MINI_UNET)
+    scheduler = DDPMScheduler(**SCHEDULER)
+    stage = Stage("unet", unet, work_dir, steps, lr=4e-4, warmup=200, ema_decay=0.999)
+    mean, std = latents
+    hidden, mask = text
+    g = torch.Generator().manual_seed(seed * 1000 + stage.step)
+    unet.train()
+    bar = tqdm(total=steps, initial=stage.step, desc="train unet")
+    while not stage.done:
+        idx = torch.randint(len(mean), (batch_size,), generator=g)
+        z = (mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, generator=g)) * scaling_factor
+        h, m = hidden[idx].float(), mask[idx]
+        drop = torch.rand(batch_size, generator=g) < cfg_dropout
+        h[drop], m[drop] = empty[0].float(), empty[1]
+        noise = torch.randn(z.shape, generator=g)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g)
+        noisy = scheduler.add_noise(z, noise, t)
+        target = scheduler.get_velocity(z, noise, t)
+        pred = unet(noisy, t, encoder_hidden_states=h, encoder_attention_mask=m).sample
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * min_snr_weight(scheduler, t)).mean()
+        stage.update(loss)
+        stage.record(loss=loss.item(), mse=per_sample.mean().item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if stage.step % checkpoint_every == 0 or stage.done:
+            stage.save_state()
+        if export is not None and export_every and stage.step % export_every == 0 and not stage.done:
+            export(stage.final, stage.step)
+    return stage.final, scheduler
+
+
+# ----------------------------------------------------------------------------- main
+def train_generator(
+    out: Path,
+    scale: str = "mini",
+    seed: int = 0,
+    n_clips: int = 20000,
+    n_audio: int = 3000,
+    vae_steps: int = 800,
+    vocoder_steps: int = 800,
+    unet_steps: int = 2400,
+    batch_size: int = 32,
+    work_dir: Path = Path("runs/generator"),
+    cache_dir: Path = Path(".cache"),
+    checkpoint_every: int = 50,
+    export_every: int = 400,
+    eval_n: int = 200,
+    command: str | None = None,
+) -> dict:
+    if scale != "mini":
+        raise ValueError("only --scale mini trains from scratch here; full-scale TANGO comes from `tta convert-tango`")
+    commit_at_start = current_commit()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    # data
+    mels_np, captions, audio_np = build_dataset(seed, n_clips, n_audio, cache_dir)
+    mels, audio = torch.from_numpy(mels_np), torch.from_numpy(audio_np)
+    print(f"data: {len(mels)} clips, {len(audio)} waveforms for the vocoder ({time.time() - t0:.0f} s)")
+
+    # components, each resumable and saved once finished
+    vae_dir, vocoder_dir, unet_dir = work_dir / "vae" / "final", work_dir / "vocoder" / "final", work_dir / "unet" / "final"
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import SpeechT5HifiGan
+
+    if (vae_dir / "config.json").is_file():
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    else:
+        vae = train_vae(mels, work_dir, vae_steps, 16, seed, checkpoint_every)
+        vae.save_pretrained(vae_dir)
+    if (vocoder_dir / "config.json").is_file():
+        vocoder = SpeechT5HifiGan.from_pretrained(vocoder_dir).eval()
+    else:
+        vocoder = train_vocoder(mels, audio, work_dir, vocoder_steps, 16, seed, checkpoint_every)
+        vocoder.save_pretrained(vocoder_dir)
+
+    from services.generator import GeneratorConfig, TangoPipeline  # noqa: E402 (imported late: stages 1-2 do not need it)
+
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict())
+    text_encoder = TextEncoder.from_pretrained(MINILM, TEXT_MAX_LENGTH)
+
+    def assemble(unet, scheduler, directory: Path) -> TangoPipeline:
+        pipe = TangoPipeline(config, text_encoder, unet, vae, vocoder, scheduler)
+        pipe.save_pretrained(directory)
+        return pipe
+
+    from diffusers import DDPMScheduler
+
+    if (unet_dir / "config.json").is_file():
+        unet, scheduler = UNet2DConditionModel.from_pretrained(unet_dir).eval(), DDPMScheduler(**SCHEDULER)
+    else:
+        latents = encode_latents(vae, mels)
+        text = encode_captions(text_encoder, captions)
+        empty_h, empty_m = text_encoder([""])
+        empty = (torch.zeros(TEXT_MAX_LENGTH, empty_h.shape[-1]), torch.zeros(TEXT_MAX_LENGTH, dtype=torch.bool))
+        empty[0][: empty_h.shape[1]], empty[1][: empty_h.shape[1]] = empty_h[0], empty_m[0].bool()
+
+        def export(unet, step: int) -> None:
+            assemble(unet, DDPMScheduler(**SCHEDULER), work_dir / "snapshot")
+            (work_dir / "snapshot" / "STEP").write_text(f"{step}\n")
+
+        unet, scheduler = train_unet(latents, text, empty, vae.config.scaling_factor, work_dir, unet_steps, batch_size, seed, checkpoint_every, export, export_every)
+        unet.save_pretrained(unet_dir)
+
+    pipe = assemble(unet.eval(), scheduler, out)
+    from training.eval_generator import evaluate_generator
+
+    report = evaluate_generator(pipe, n=eval_n)
+    metrics = {k: round(v, 5) for k, v in report.metrics.items()}
+    (work_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_manifest(
+        out,
+        command=command,
+        seed=seed,
+        metrics=metrics,
+        git_commit=commit_at_start,
+        extra={"training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "text_encoder": MINILM}},
+    )
+    return metrics
