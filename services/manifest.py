@@ -36,7 +36,9 @@ def current_commit(cwd: Path | None = None) -> str | None:
 def write_manifest(directory: Path, *, command: str | None = None, seed: int | None, metrics: dict[str, Any], git_commit: str | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Hash every file in `directory` (except the manifest) and write MANIFEST.json."""
     directory = Path(directory)
-    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
+    # every file below the directory (component subdirectories included), by relative POSIX path
+    paths = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST and "__pycache__" not in p.parts)
+    files = {p.relative_to(directory).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in paths}
     manifest = {
         "files": files,
         "command": command if command is not None else " ".join(["tta", *sys.argv[1:]]),

@@ -1,0 +1,160 @@
+"""The TANGO pipeline on a tiny random model: batching, guidance, seeds, schedulers, persistence, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from services.generator import GeneratorConfig, TangoPipeline, candidate_seeds
+from services.manifest import ManifestError, write_manifest
+from services.modeling import CheckpointError
+from services.text_encoder import MINILM, TextEncoder
+
+TINY_UNET = dict(
+    sample_size=[8, 4],
+    in_channels=4,
+    out_channels=4,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+    block_out_channels=[16, 32],
+    layers_per_block=1,
+    cross_attention_dim=384,
+    attention_head_dim=8,
+    norm_num_groups=8,
+)
+TINY_VAE = dict(in_channels=1, out_channels=1, down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[8, 16], layers_per_block=1, latent_channels=4, norm_num_groups=8)
+TINY_VOCODER = dict(model_in_dim=16, upsample_initial_channel=16, upsample_rates=[8, 8], upsample_kernel_sizes=[16, 16], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], normalize_before=False)
+MEL = {"sample_rate": 16000, "n_fft": 256, "win_length": 256, "hop_length": 64, "n_mels": 16, "fmin": 0.0, "fmax": 8000.0, "log_floor": 1e-5}
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference relative to the signal (a random vocoder's output is tiny)."""
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+@pytest.fixture(scope="module")
+def text_encoder() -> TextEncoder:
+    return TextEncoder.from_pretrained(MINILM, 32)
+
+
+def tiny_pipeline(text_encoder: TextEncoder, **overrides) -> TangoPipeline:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    from training.train_generator import SCHEDULER
+
+    torch.manual_seed(0)
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=32, mel=MEL, default_steps=4, default_duration_s=0.256, max_duration_s=1.0, **overrides)
+    return TangoPipeline(config, text_encoder, UNet2DConditionModel(**TINY_UNET), AutoencoderKL(**TINY_VAE), SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER)), DDPMScheduler(**SCHEDULER))
+
+
+@pytest.fixture(scope="module")
+def pipe(text_encoder) -> TangoPipeline:
+    return tiny_pipeline(text_encoder)
+
+
+def test_shapes_dtype_and_seeds(pipe):
+    out = pipe.generate(["a dog barks", "a bell rings"], num_candidates=3, seed=10)
+    assert out.waveforms.shape == (2, 3, 4096) and out.waveforms.dtype == np.float32
+    assert out.seeds == [[10, 11, 12], [10, 11, 12]] and out.sample_rate == 16000
+    assert set(out.timings) == {"encode_s", "denoise_s", "decode_s"}
+    assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256}
+
+
+def test_same_seed_same_audio_and_candidates_do_not_depend_on_the_batch(pipe):
+    a = pipe.generate(["a dog barks", "rain falls"], num_candidates=2, seed=5).waveforms
+    b = pipe.generate(["a dog barks", "rain falls"], num_candidates=2, seed=5).waveforms
+    np.testing.assert_array_equal(a, b)
+    alone = pipe.generate(["rain falls"], num_candidates=1, seed=6).waveforms  # candidate 1 of prompt 2 had seed 6
+    assert rel_diff(alone[0, 0], a[1, 1]) < 1e-4
+    other = pipe.generate(["a dog barks"], num_candidates=1, seed=99).waveforms
+    assert rel_diff(other[0, 0], a[0, 0]) > 1e-2
+
+
+def test_guidance_runs_both_branches_of_all_candidates_in_one_unet_batch(pipe):
+    batches = []
+    hook = pipe.unet.register_forward_hook(lambda m, args, kwargs_out=None: batches.append(args[0].shape[0]))
+    try:
+        pipe.generate(["a", "b"], num_candidates=3, steps=2, seed=0)
+        assert batches == [12, 12]
+        batches.clear()
+        pipe.generate(["a", "b"], num_candidates=3, steps=2, guidance_scale=1.0, seed=0)  # no guidance: no unconditional half
+        assert batches == [6, 6]
+    finally:
+        hook.remove()
+
+
+def test_negative_prompt_replaces_the_unconditional_branch(pipe):
+    base = pipe.generate(["a dog barks"], seed=1).waveforms
+    neg = pipe.generate(["a dog barks"], seed=1, negative_prompt="rain").waveforms
+    assert rel_diff(neg, base) > 1e-3
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpm++"])
+def test_every_scheduler_runs_and_is_deterministic(pipe, scheduler):
+    a = pipe.generate(["a whistle"], num_candidates=2, steps=3, scheduler=scheduler, seed=3).waveforms
+    b = pipe.generate(["a whistle"], num_candidates=2, steps=3, scheduler=scheduler, seed=3).waveforms
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_candidates": 0}, "num_candidates"),
+        ({"duration_s": 5.0}, "duration_s"),
+        ({"steps": 5000}, "steps"),
+        ({"scheduler": "euler"}, "unknown scheduler"),
+        ({"seed": [1, 2, 3]}, "seeds for 1 prompts"),
+        ({"negative_prompt": ["x", "y"]}, "negative prompts"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe.generate(["a dog barks"], **kwargs)
+
+
+def test_duration_sets_the_length(pipe):
+    out = pipe.generate(["a dog barks"], duration_s=0.5, seed=0)
+    assert out.waveforms.shape[-1] == 8000
+    assert pipe.num_frames(0.5) % pipe.frame_multiple == 0
+
+
+def test_random_seed_is_reported():
+    seeds = candidate_seeds(None, 2, 2)
+    assert seeds[0] == seeds[1] and seeds[0][1] == seeds[0][0] + 1
+
+
+def test_save_load_round_trip_and_manifest(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "g")
+    write_manifest(tmp_path / "g", command="test", seed=0, metrics={})
+    manifest = json.loads((tmp_path / "g" / "MANIFEST.json").read_text())
+    assert "unet/diffusion_pytorch_model.safetensors" in manifest["files"] and "pipeline.json" in manifest["files"]
+    loaded = TangoPipeline.from_pretrained(tmp_path / "g", device="cpu")
+    np.testing.assert_array_equal(pipe.generate(["a bell"], seed=2).waveforms, loaded.generate(["a bell"], seed=2).waveforms)
+    weights = tmp_path / "g" / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ManifestError, match="vae/diffusion_pytorch_model.safetensors"):
+        TangoPipeline.from_pretrained(tmp_path / "g", device="cpu")
+
+
+def test_directory_errors_are_clear(tmp_path, pipe):
+    with pytest.raises(CheckpointError, match="not a generator directory"):
+        TangoPipeline.from_pretrained(tmp_path, device="cpu")
+    pipe.save_pretrained(tmp_path / "g")
+    (tmp_path / "g" / "pipeline.json").write_text('{"text_encoder": 3}')
+    with pytest.raises(CheckpointError, match="invalid generator config"):
+        TangoPipeline.from_pretrained(tmp_path / "g", device="cpu")
+
+
+def test_components_that_do_not_fit_are_refused(text_encoder):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+    config = GeneratorConfig(text_encoder=MINILM, mel=MEL)
+    unet = UNet2DConditionModel(**{**TINY_UNET, "cross_attention_dim": 64})
+    with pytest.raises(CheckpointError, match="cross_attention_dim 64"):
+        TangoPipeline(config, text_encoder, unet, AutoencoderKL(**TINY_VAE), SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER)), DDPMScheduler())
