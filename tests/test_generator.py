@@ -158,3 +158,23 @@ def test_components_that_do_not_fit_are_refused(text_encoder):
     unet = UNet2DConditionModel(**{**TINY_UNET, "cross_attention_dim": 64})
     with pytest.raises(CheckpointError, match="cross_attention_dim 64"):
         TangoPipeline(config, text_encoder, unet, AutoencoderKL(**TINY_VAE), SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER)), DDPMScheduler())
+
+
+def test_cli_generate_writes_wavs_mels_and_metadata(pipe, tmp_path):
+    from click.testing import CliRunner
+
+    from services.audio import read_audio
+    from tta.cli import main
+
+    pipe.save_pretrained(tmp_path / "g")
+    result = CliRunner().invoke(main, ["generate", "a dog barks, then a bell rings", "-n", "2", "-o", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "g"), "--seed", "4", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert [f["seed"] for f in meta["files"]] == [4, 5] and meta["settings"]["steps"] == 2
+    for f in meta["files"]:
+        assert read_audio(tmp_path / "out" / f["file"]).shape == (4096,)
+    assert (tmp_path / "out" / "mels.png").stat().st_size > 1000
+    bad = CliRunner().invoke(main, ["generate", "x", "-o", str(tmp_path / "o2"), "--checkpoint", str(tmp_path / "g"), "--duration", "5"])
+    assert bad.exit_code != 0 and "maximum of 1.0 s" in bad.output
+    missing = CliRunner().invoke(main, ["generate", "x", "-o", str(tmp_path / "o3"), "--checkpoint", str(tmp_path / "nope")])
+    assert missing.exit_code != 0 and "not a generator directory" in missing.output

@@ -16,3 +16,23 @@ def test_oracle_training_resumes(tmp_path):
     assert steps == [1, 2, 3, 4]
     manifest = verify_manifest(tmp_path / "out")
     assert manifest["command"] == "test" and "presence_f1" in manifest["metrics"]
+
+
+def test_generator_training_end_to_end_and_resume(tmp_path):
+    """All three stages at toy size, the assembled generator with MANIFEST, then a resume that adds UNet steps."""
+    import json
+
+    from services.generator import TangoPipeline
+    from training.train_generator import train_generator
+
+    kwargs = dict(n_clips=64, n_audio=16, vae_steps=2, vocoder_steps=2, batch_size=4, work_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", checkpoint_every=1, export_every=0, eval_n=1, serve_steps=2, command="test")
+    metrics = train_generator(tmp_path / "gen", unet_steps=2, **kwargs)
+    assert {"single.presence", "integrity.accuracy", "temporal.accuracy", "roundtrip.presence_f1", "seconds_per_clip"} <= set(metrics)
+    manifest = json.loads((tmp_path / "gen" / "MANIFEST.json").read_text())
+    assert manifest["metrics"] == metrics and "unet/diffusion_pytorch_model.safetensors" in manifest["files"]
+    pipe = TangoPipeline.from_pretrained(tmp_path / "gen", device="cpu")
+    assert pipe.config.default_steps == 2 and pipe.generate(["a dog barks"], seed=0).waveforms.shape == (1, 1, 65536)
+    # asking for more UNet steps resumes from the saved state instead of starting over
+    train_generator(tmp_path / "gen", unet_steps=3, **kwargs)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "runs" / "unet" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]

@@ -326,6 +326,15 @@ def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Ten
 
 
 # ----------------------------------------------------------------------------- main
+def _finished(final_dir: Path, steps: int) -> bool:
+    """A component is done when its final directory exists and its train state reached `steps`
+    (asking for more steps than it has resumes training from the last state)."""
+    state = final_dir.parent / "train_state.pt"
+    if not (final_dir / "config.json").is_file():
+        return False
+    return not state.is_file() or int(torch.load(state, weights_only=True)["step"]) >= steps
+
+
 def train_generator(
     out: Path,
     scale: str = "mini",
@@ -342,6 +351,9 @@ def train_generator(
     export_every: int = 400,
     eval_n: int = 200,
     command: str | None = None,
+    stage: str = "all",
+    serve_steps: int = 100,
+    serve_scheduler: str = "ddpm",
 ) -> dict:
     if scale != "mini":
         raise ValueError("only --scale mini trains from scratch here; full-scale TANGO comes from `tta convert-tango`")
@@ -359,20 +371,24 @@ def train_generator(
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import SpeechT5HifiGan
 
-    if (vae_dir / "config.json").is_file():
-        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    else:
-        vae = train_vae(mels, work_dir, vae_steps, 16, seed, checkpoint_every)
-        vae.save_pretrained(vae_dir)
-    if (vocoder_dir / "config.json").is_file():
-        vocoder = SpeechT5HifiGan.from_pretrained(vocoder_dir).eval()
-    else:
-        vocoder = train_vocoder(mels, audio, work_dir, vocoder_steps, 16, seed, checkpoint_every)
-        vocoder.save_pretrained(vocoder_dir)
+    if stage in ("all", "vae"):
+        if _finished(vae_dir, vae_steps):
+            vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        else:
+            vae = train_vae(mels, work_dir, vae_steps, 16, seed, checkpoint_every)
+            vae.save_pretrained(vae_dir)
+    if stage in ("all", "vocoder"):
+        if _finished(vocoder_dir, vocoder_steps):
+            vocoder = SpeechT5HifiGan.from_pretrained(vocoder_dir).eval()
+        else:
+            vocoder = train_vocoder(mels, audio, work_dir, vocoder_steps, 16, seed, checkpoint_every)
+            vocoder.save_pretrained(vocoder_dir)
+    if stage != "all":  # one component (re)trained; assemble later with --stage all
+        return {}
 
     from services.generator import GeneratorConfig, TangoPipeline  # noqa: E402 (imported late: stages 1-2 do not need it)
 
-    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict())
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0)
     text_encoder = TextEncoder.from_pretrained(MINILM, TEXT_MAX_LENGTH)
 
     def assemble(unet, scheduler, directory: Path) -> TangoPipeline:
@@ -382,7 +398,7 @@ def train_generator(
 
     from diffusers import DDPMScheduler
 
-    if (unet_dir / "config.json").is_file():
+    if _finished(unet_dir, unet_steps):
         unet, scheduler = UNet2DConditionModel.from_pretrained(unet_dir).eval(), DDPMScheduler(**SCHEDULER)
     else:
         latents = encode_latents(vae, mels)
@@ -401,7 +417,7 @@ def train_generator(
     pipe = assemble(unet.eval(), scheduler, out)
     from training.eval_generator import evaluate_generator
 
-    report = evaluate_generator(pipe, n=eval_n)
+    report = evaluate_generator(pipe, n=eval_n, roundtrip_n=eval_n)
     metrics = {k: round(v, 5) for k, v in report.metrics.items()}
     (work_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_manifest(

@@ -114,13 +114,16 @@ def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_neg
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="UNet batch")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/generator"), show_default=True, help="per-stage train state and logs; existing state is resumed")
 @click.option("--eval-n", type=click.IntRange(1), default=200, show_default=True, help="held-out prompts per task for the final evaluation")
-def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int) -> None:
+@click.option("--stage", type=click.Choice(["all", "vae", "vocoder"]), default="all", show_default=True, help="train only one component (e.g. more vocoder steps beside a running UNet stage)")
+@click.option("--serve-steps", type=click.IntRange(1, 1000), default=100, show_default=True, help="default steps written into the generator (pick from `tta eval generator --steps ...`)")
+@click.option("--serve-scheduler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default="ddpm", show_default=True)
+def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int, stage: str, serve_steps: int, serve_scheduler: str) -> None:
     """Train the mini TANGO (VAE, vocoder, UNet) on the world; resumable, writes --out with MANIFEST.json."""
     from training.train_generator import train_generator
 
     if n_audio > n_clips:
         _fail(f"--n-audio ({n_audio}) cannot exceed --n-clips ({n_clips})")
-    metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line())
+    metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler)
     click.echo(json.dumps(metrics))
 
 
