@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -104,7 +105,7 @@ def _render_chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[str
     return np.stack(mels), captions, (np.stack(audio) if audio else np.zeros((0, CLIP_SAMPLES), np.float16))
 
 
-def build_dataset(seed: int, n_clips: int, n_audio: int, cache_dir: Path, workers: int = 2) -> tuple[np.ndarray, list[str], np.ndarray]:
+def build_dataset(seed: int, n_clips: int, n_audio: int, cache_dir: Path, workers: int | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Log-mels [N, frames, mels] and captions of `n_clips` train clips; waveforms of the first `n_audio`."""
     cache = cache_dir / f"generator-data-s{seed}-n{n_clips}-a{n_audio}.npz"
     if cache.is_file():
@@ -113,23 +114,32 @@ def build_dataset(seed: int, n_clips: int, n_audio: int, cache_dir: Path, worker
     chunk = 250
     jobs = [(seed, s, min(s + chunk, n_clips), n_audio) for s in range(0, n_clips, chunk)]
     mels, captions, audio = [], [], []
-    with Pool(workers) as pool:
+    with Pool(workers or os.cpu_count() or 1) as pool:
         for m, c, a in tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc="render train clips"):
             mels.append(m)
             captions.extend(c)
             audio.append(a)
     mels_arr, audio_arr = np.concatenate(mels), np.concatenate(audio)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, mels=mels_arr, captions=np.array(json.dumps(captions)), audio=audio_arr)
+    tmp = cache.with_suffix(".tmp.npz")  # a reader in another process never sees half a file
+    np.savez(tmp, mels=mels_arr, captions=np.array(json.dumps(captions)), audio=audio_arr)
+    tmp.replace(cache)
     return mels_arr, captions, audio_arr
 
 
 # ----------------------------------------------------------------------------- shared loop pieces
 class Stage:
-    """Optimiser + cosine schedule + resumable state for one component."""
+    """Optimiser + cosine schedule + resumable state for one component.
 
-    def __init__(self, name: str, model: torch.nn.Module, work_dir: Path, steps: int, lr: float, warmup: int = 100, ema_decay: float | None = None) -> None:
+    Losses are logged one line per step, but read back from the device in blocks of `flush_every`
+    steps: a `.item()` per step would make the CPU wait for the GPU on every step."""
+
+    def __init__(self, name: str, model: torch.nn.Module, work_dir: Path, steps: int, lr: float, warmup: int = 100, ema_decay: float | None = None, flush_every: int = 50) -> None:
         self.name, self.model, self.steps = name, model, steps
+        self.device = next(model.parameters()).device
+        self.flush_every = flush_every
+        self.pending: list[tuple[int, float, dict[str, torch.Tensor]]] = []
+        self.started = time.time()
         self.dir = work_dir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-2)
@@ -140,7 +150,7 @@ class Stage:
         self.log = open(self.dir / "log.jsonl", "a")
         state_path = self.dir / "train_state.pt"
         if state_path.is_file():
-            state = torch.load(state_path, weights_only=True)
+            state = torch.load(state_path, weights_only=True, map_location=self.device)
             model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
@@ -163,14 +173,29 @@ class Stage:
         if self.ema is not None:
             decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
-                for e, p in zip(self.ema.parameters(), self.model.parameters()):
-                    e.lerp_(p, 1 - decay)
+                torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
 
-    def record(self, **values: float) -> None:
-        self.log.write(json.dumps({"step": self.step, "lr": self.sched.get_last_lr()[0], **values}) + "\n")
+    def record(self, **values: torch.Tensor) -> dict[str, float] | None:
+        """Queue this step's scalars; every `flush_every` steps (and at the end) write them out and
+        return the latest values for the progress bar."""
+        self.pending.append((self.step, self.sched.get_last_lr()[0], {k: v.detach() for k, v in values.items()}))
+        if self.step % self.flush_every == 0 or self.done:
+            return self.flush()
+        return None
+
+    def flush(self) -> dict[str, float] | None:
+        if not self.pending:
+            return None
+        keys = list(self.pending[0][2])
+        table = torch.stack([torch.stack([v[k].float() for k in keys]) for _, _, v in self.pending]).tolist()
+        for (step, lr, _), row in zip(self.pending, table):
+            self.log.write(json.dumps({"step": step, "lr": lr, **dict(zip(keys, row))}) + "\n")
         self.log.flush()
+        self.pending.clear()
+        return dict(zip(keys, table[-1]))
 
     def save_state(self) -> None:
+        self.flush()
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": torch.tensor(self.step)}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -182,13 +207,28 @@ class Stage:
     def final(self) -> torch.nn.Module:
         return self.ema if self.ema is not None else self.model
 
+    def save_final(self, model, command: str | None, **info) -> None:
+        """The finished component as a diffusers/transformers directory, plus what made it (read
+        into the assembled generator's MANIFEST)."""
+        model.save_pretrained(self.dir / "final")
+        record = {"command": command, "steps": self.step, "device": str(self.device), "seconds_this_run": round(time.time() - self.started, 1), **info}
+        (self.dir / "final" / STAGE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+STAGE_RECORD = "stage.json"
+
+
+def show(bar: tqdm, values: dict[str, float] | None) -> None:
+    if values:
+        bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+
 
 # ----------------------------------------------------------------------------- stage 1: VAE
-def train_vae(mels: torch.Tensor, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int):
+def train_vae(mels: torch.Tensor, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**MINI_VAE)
+    vae = AutoencoderKL(**MINI_VAE).to(device)
     stage = Stage("vae", vae, work_dir, steps, lr=1e-3)
     g = torch.Generator().manual_seed(seed * 1000 + stage.step)
     vae.train()
@@ -201,9 +241,8 @@ def train_vae(mels: torch.Tensor, work_dir: Path, steps: int, batch_size: int, s
         kl = post.kl().mean() / x[0].numel()
         loss = l1 + 1e-4 * kl
         stage.update(loss)
-        stage.record(l1=l1.item(), kl=kl.item())
+        show(bar, stage.record(l1=l1, kl=kl))
         bar.update(1)
-        bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.3f}")
         if stage.step % checkpoint_every == 0 or stage.done:
             stage.save_state()
     vae.eval()
@@ -211,6 +250,7 @@ def train_vae(mels: torch.Tensor, work_dir: Path, steps: int, batch_size: int, s
     with torch.no_grad():
         sample = torch.cat([vae.encode(mels[i : i + 64].float()[:, None]).latent_dist.mean for i in range(0, min(len(mels), 1024), 64)])
     vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
+    stage.save_final(vae, command, batch_size=batch_size, clips=len(mels))
     return vae
 
 
@@ -220,7 +260,7 @@ def _stft_mag(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
     return torch.stft(wav, n_fft, hop_length=n_fft // 4, window=window, return_complex=True).abs().clamp_min(1e-5)
 
 
-def vocoder_loss(fake: torch.Tensor, real: torch.Tensor, mel: MelSpectrogram) -> tuple[torch.Tensor, dict]:
+def vocoder_loss(fake: torch.Tensor, real: torch.Tensor, mel: MelSpectrogram) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Multi-resolution STFT (spectral convergence + log magnitude) and log-mel L1, as in Parallel WaveGAN."""
     sc, mag = 0.0, 0.0
     for n_fft in (256, 512, 1024, 2048):
@@ -229,16 +269,16 @@ def vocoder_loss(fake: torch.Tensor, real: torch.Tensor, mel: MelSpectrogram) ->
         mag = mag + (f.log() - r.log()).abs().mean()
     mel_l1 = (mel.log_magnitude(fake) - mel.log_magnitude(real)).abs().mean()
     loss = sc / 4 + mag / 4 + mel_l1
-    return loss, {"sc": sc.item() / 4, "mag": mag.item() / 4, "mel": mel_l1.item()}
+    return loss, {"sc": sc / 4, "mag": mag / 4, "mel": mel_l1}
 
 
-def train_vocoder(mels: torch.Tensor, audio: torch.Tensor, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, crop_frames: int = 32):
+def train_vocoder(mels: torch.Tensor, audio: torch.Tensor, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, crop_frames: int = 32):
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     torch.manual_seed(seed)
-    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**MINI_VOCODER))
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**MINI_VOCODER)).to(device)
     stage = Stage("vocoder", vocoder, work_dir, steps, lr=1e-3)
-    loss_mel = MelSpectrogram(MelConfig(n_fft=1024, win_length=1024, hop_length=128, n_mels=64))
+    loss_mel = MelSpectrogram(MelConfig(n_fft=1024, win_length=1024, hop_length=128, n_mels=64)).to(device)
     hop = MINI_MEL.hop_length
     g = torch.Generator().manual_seed(seed * 1000 + stage.step)
     vocoder.train()
@@ -252,12 +292,13 @@ def train_vocoder(mels: torch.Tensor, audio: torch.Tensor, work_dir: Path, steps
         fake = vocoder(x)
         loss, parts = vocoder_loss(fake, real, loss_mel)
         stage.update(loss, clip=10.0)
-        stage.record(loss=loss.item(), **parts)
+        show(bar, stage.record(loss=loss, **parts))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", mel=f"{parts['mel']:.3f}")
         if stage.step % checkpoint_every == 0 or stage.done:
             stage.save_state()
-    return vocoder.eval()
+    vocoder.eval()
+    stage.save_final(vocoder, command, batch_size=batch_size, waveforms=len(audio))
+    return vocoder
 
 
 # ----------------------------------------------------------------------------- stage 3: UNet
@@ -273,8 +314,10 @@ def encode_latents(vae, mels: torch.Tensor, batch: int = 128) -> tuple[torch.Ten
 
 @torch.no_grad()
 def encode_captions(text_encoder: TextEncoder, captions: list[str], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    hidden = torch.zeros(len(captions), TEXT_MAX_LENGTH, text_encoder.hidden_size, dtype=torch.float16)
-    mask = torch.zeros(len(captions), TEXT_MAX_LENGTH, dtype=torch.bool)
+    """Text states of every caption, padded to TEXT_MAX_LENGTH, kept on the encoder's device."""
+    device = next(text_encoder.encoder.parameters()).device
+    hidden = torch.zeros(len(captions), TEXT_MAX_LENGTH, text_encoder.hidden_size, dtype=torch.float16, device=device)
+    mask = torch.zeros(len(captions), TEXT_MAX_LENGTH, dtype=torch.bool, device=device)
     for i in tqdm(range(0, len(captions), batch), desc="encode captions"):
         h, m = text_encoder(captions[i : i + batch])
         hidden[i : i + len(h), : h.shape[1]] = h.half()
@@ -289,11 +332,11 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float = 5.0) -> torch.Tens
     return snr.clamp(max=gamma) / (snr + 1)
 
 
-def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, export=None, export_every: int = 0, cfg_dropout: float = 0.1):
+def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, export=None, export_every: int = 0, cfg_dropout: float = 0.1):
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**MINI_UNET)
+    unet = UNet2DConditionModel(**MINI_UNET).to(device)
     scheduler = DDPMScheduler(**SCHEDULER)
     stage = Stage("unet", unet, work_dir, steps, lr=4e-4, warmup=200, ema_decay=0.999)
     mean, std = latents
@@ -302,30 +345,35 @@ def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Ten
     unet.train()
     bar = tqdm(total=steps, initial=stage.step, desc="train unet")
     while not stage.done:
+        # every random draw comes from the CPU generator, so a run is the same on any device
         idx = torch.randint(len(mean), (batch_size,), generator=g)
-        z = (mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, generator=g)) * scaling_factor
+        eps = torch.randn(mean[idx].shape, generator=g).to(device)
+        z = (mean[idx].float() + std[idx].float() * eps) * scaling_factor
         h, m = hidden[idx].float(), mask[idx]
-        drop = torch.rand(batch_size, generator=g) < cfg_dropout
-        h[drop], m[drop] = empty[0].float(), empty[1]
-        noise = torch.randn(z.shape, generator=g)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g)
+        drop = (torch.rand(batch_size, generator=g) < cfg_dropout).to(device)
+        h, m = torch.where(drop[:, None, None], empty[0].float(), h), torch.where(drop[:, None], empty[1], m)
+        noise = torch.randn(z.shape, generator=g).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g).to(device)
         noisy = scheduler.add_noise(z, noise, t)
         target = scheduler.get_velocity(z, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=h, encoder_attention_mask=m).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * min_snr_weight(scheduler, t)).mean()
         stage.update(loss)
-        stage.record(loss=loss.item(), mse=per_sample.mean().item())
+        show(bar, stage.record(loss=loss, mse=per_sample.mean()))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
         if stage.step % checkpoint_every == 0 or stage.done:
             stage.save_state()
         if export is not None and export_every and stage.step % export_every == 0 and not stage.done:
             export(stage.final, stage.step)
+    stage.save_final(stage.final, command, batch_size=batch_size, clips=len(mean), cfg_dropout=cfg_dropout, ema_decay=stage.ema_decay)
     return stage.final, scheduler
 
 
 # ----------------------------------------------------------------------------- main
+STAGES = ("all", "vae", "vocoder", "unet")
+
+
 def _finished(final_dir: Path, steps: int) -> bool:
     """A component is done when its final directory exists and its train state reached `steps`
     (asking for more steps than it has resumes training from the last state)."""
@@ -333,6 +381,15 @@ def _finished(final_dir: Path, steps: int) -> bool:
     if not (final_dir / "config.json").is_file():
         return False
     return not state.is_file() or int(torch.load(state, weights_only=True)["step"]) >= steps
+
+
+def pick_device(device: str | None) -> torch.device:
+    """cuda when present unless told otherwise; TF32 matmuls on CUDA (the models stay fp32)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
 
 
 def train_generator(
@@ -354,78 +411,98 @@ def train_generator(
     stage: str = "all",
     serve_steps: int = 100,
     serve_scheduler: str = "ddpm",
+    device: str | None = None,
+    workers: int | None = None,
 ) -> dict:
+    """Train (or resume) the stages `stage` names; with stage "all", assemble, evaluate and write `out`.
+
+    Stages can run as separate processes (vocoder and UNet side by side once the VAE is done); a
+    finished component is loaded, not retrained, and the world is rendered only if a stage trains."""
     if scale != "mini":
         raise ValueError("only --scale mini trains from scratch here; full-scale TANGO comes from `tta convert-tango`")
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     commit_at_start = current_commit()
     work_dir.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
     t0 = time.time()
 
-    # data
-    mels_np, captions, audio_np = build_dataset(seed, n_clips, n_audio, cache_dir)
-    mels, audio = torch.from_numpy(mels_np), torch.from_numpy(audio_np)
-    print(f"data: {len(mels)} clips, {len(audio)} waveforms for the vocoder ({time.time() - t0:.0f} s)")
+    loaded: dict[str, torch.Tensor | list[str]] = {}
 
-    # components, each resumable and saved once finished
+    def data() -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        if not loaded:
+            mels_np, captions, audio_np = build_dataset(seed, n_clips, n_audio, cache_dir, workers)
+            loaded.update(mels=torch.from_numpy(mels_np).to(dev), captions=captions, audio=torch.from_numpy(audio_np).to(dev))
+            print(f"data: {len(mels_np)} clips, {len(audio_np)} waveforms for the vocoder ({time.time() - t0:.0f} s)")
+        return loaded["mels"], loaded["captions"], loaded["audio"]  # type: ignore[return-value]
+
     vae_dir, vocoder_dir, unet_dir = work_dir / "vae" / "final", work_dir / "vocoder" / "final", work_dir / "unet" / "final"
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import SpeechT5HifiGan
 
-    if stage in ("all", "vae"):
+    vae = vocoder = unet = None
+    if stage in ("all", "vae", "unet"):  # the UNet learns in the VAE's latent space
         if _finished(vae_dir, vae_steps):
-            vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+            vae = AutoencoderKL.from_pretrained(vae_dir).to(dev).eval()
+        elif stage == "unet":
+            raise FileNotFoundError(f"{vae_dir}: train the VAE first (--stage vae); the UNet needs its latent space")
         else:
-            vae = train_vae(mels, work_dir, vae_steps, 16, seed, checkpoint_every)
-            vae.save_pretrained(vae_dir)
+            vae = train_vae(data()[0], work_dir, vae_steps, 16, seed, checkpoint_every, dev, command)
     if stage in ("all", "vocoder"):
         if _finished(vocoder_dir, vocoder_steps):
-            vocoder = SpeechT5HifiGan.from_pretrained(vocoder_dir).eval()
+            vocoder = SpeechT5HifiGan.from_pretrained(vocoder_dir).to(dev).eval()
         else:
-            vocoder = train_vocoder(mels, audio, work_dir, vocoder_steps, 16, seed, checkpoint_every)
-            vocoder.save_pretrained(vocoder_dir)
-    if stage != "all":  # one component (re)trained; assemble later with --stage all
-        return {}
+            mels, _, audio = data()
+            vocoder = train_vocoder(mels, audio, work_dir, vocoder_steps, 16, seed, checkpoint_every, dev, command)
 
-    from services.generator import GeneratorConfig, TangoPipeline  # noqa: E402 (imported late: stages 1-2 do not need it)
+    from services.generator import GeneratorConfig, TangoPipeline
 
     config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0)
-    text_encoder = TextEncoder.from_pretrained(MINILM, TEXT_MAX_LENGTH)
+    text_encoder = None
 
-    def assemble(unet, scheduler, directory: Path) -> TangoPipeline:
-        pipe = TangoPipeline(config, text_encoder, unet, vae, vocoder, scheduler)
+    def assemble(unet, directory: Path) -> TangoPipeline:
+        pipe = TangoPipeline(config, text_encoder, unet, vae, vocoder, DDPMScheduler(**SCHEDULER)).to(dev)
         pipe.save_pretrained(directory)
         return pipe
 
-    from diffusers import DDPMScheduler
+    if stage in ("all", "unet"):
+        text_encoder = TextEncoder.from_pretrained(MINILM, TEXT_MAX_LENGTH).to(dev)
+        if _finished(unet_dir, unet_steps):
+            unet = UNet2DConditionModel.from_pretrained(unet_dir).to(dev).eval()
+        else:
+            mels, captions, _ = data()
+            latents = encode_latents(vae, mels)
+            text = encode_captions(text_encoder, captions)
+            empty_h, empty_m = text_encoder([""])
+            empty = (torch.zeros(TEXT_MAX_LENGTH, empty_h.shape[-1], device=dev), torch.zeros(TEXT_MAX_LENGTH, dtype=torch.bool, device=dev))
+            empty[0][: empty_h.shape[1]], empty[1][: empty_h.shape[1]] = empty_h[0], empty_m[0].bool()
 
-    if _finished(unet_dir, unet_steps):
-        unet, scheduler = UNet2DConditionModel.from_pretrained(unet_dir).eval(), DDPMScheduler(**SCHEDULER)
-    else:
-        latents = encode_latents(vae, mels)
-        text = encode_captions(text_encoder, captions)
-        empty_h, empty_m = text_encoder([""])
-        empty = (torch.zeros(TEXT_MAX_LENGTH, empty_h.shape[-1]), torch.zeros(TEXT_MAX_LENGTH, dtype=torch.bool))
-        empty[0][: empty_h.shape[1]], empty[1][: empty_h.shape[1]] = empty_h[0], empty_m[0].bool()
+            def export(unet, step: int) -> None:
+                if vocoder is None:  # a UNet-only process has no vocoder to assemble a snapshot with
+                    return
+                assemble(unet, work_dir / "snapshot")
+                (work_dir / "snapshot" / "STEP").write_text(f"{step}\n")
 
-        def export(unet, step: int) -> None:
-            assemble(unet, DDPMScheduler(**SCHEDULER), work_dir / "snapshot")
-            (work_dir / "snapshot" / "STEP").write_text(f"{step}\n")
+            unet, _ = train_unet(latents, text, empty, vae.config.scaling_factor, work_dir, unet_steps, batch_size, seed, checkpoint_every, dev, command, export, export_every)
+    if stage != "all":  # one component (re)trained; assemble later with --stage all
+        return {}
 
-        unet, scheduler = train_unet(latents, text, empty, vae.config.scaling_factor, work_dir, unet_steps, batch_size, seed, checkpoint_every, export, export_every)
-        unet.save_pretrained(unet_dir)
-
-    pipe = assemble(unet.eval(), scheduler, out)
+    pipe = assemble(unet.eval(), out)
     from training.eval_generator import evaluate_generator
 
     report = evaluate_generator(pipe, n=eval_n, roundtrip_n=eval_n)
     metrics = {k: round(v, 5) for k, v in report.metrics.items()}
     (work_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    stages = {name: json.loads((work_dir / name / "final" / STAGE_RECORD).read_text()) for name in ("vae", "vocoder", "unet") if (work_dir / name / "final" / STAGE_RECORD).is_file()}
     write_manifest(
         out,
         command=command,
         seed=seed,
         metrics=metrics,
         git_commit=commit_at_start,
-        extra={"training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "text_encoder": MINILM}},
+        extra={
+            "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "text_encoder": MINILM, "stages": stages},
+            "evaluation": {"device": str(pipe.device), "settings": report.settings, "prompts_per_task": eval_n, "seed": 1},
+        },
     )
     return metrics

@@ -114,16 +114,19 @@ def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_neg
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="UNet batch")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/generator"), show_default=True, help="per-stage train state and logs; existing state is resumed")
 @click.option("--eval-n", type=click.IntRange(1), default=200, show_default=True, help="held-out prompts per task for the final evaluation")
-@click.option("--stage", type=click.Choice(["all", "vae", "vocoder"]), default="all", show_default=True, help="train only one component (e.g. more vocoder steps beside a running UNet stage)")
+@click.option("--stage", type=click.Choice(["all", "vae", "vocoder", "unet"]), default="all", show_default=True, help="train only one component (vocoder and UNet can run side by side once the VAE is done); 'all' trains what is missing, assembles and evaluates")
 @click.option("--serve-steps", type=click.IntRange(1, 1000), default=100, show_default=True, help="default steps written into the generator (pick from `tta eval generator --steps ...`)")
 @click.option("--serve-scheduler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default="ddpm", show_default=True)
-def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int, stage: str, serve_steps: int, serve_scheduler: str) -> None:
+@click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="processes rendering the world (default: all cores)")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True, help="steps between train-state saves (what an interruption can lose)")
+def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int, stage: str, serve_steps: int, serve_scheduler: str, device: str | None, workers: int | None, checkpoint_every: int) -> None:
     """Train the mini TANGO (VAE, vocoder, UNet) on the world; resumable, writes --out with MANIFEST.json."""
     from training.train_generator import train_generator
 
     if n_audio > n_clips:
         _fail(f"--n-audio ({n_audio}) cannot exceed --n-clips ({n_clips})")
-    metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler)
+    metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler, device=device, workers=workers, checkpoint_every=checkpoint_every)
     click.echo(json.dumps(metrics))
 
 
@@ -295,8 +298,9 @@ def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps
 @click.option("--roundtrip-n", type=click.IntRange(0), default=None, help="ground-truth clips for the VAE/vocoder round trip (default: max(n, 100))")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and PNGs here")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="prompts per generation call")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on the last line")
-def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, as_json: bool) -> None:
+def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, batch: int, as_json: bool) -> None:
     """Oracle accuracy of generated audio on held-out prompts (N=1), round trip, time per clip."""
     from training.eval_generator import evaluate_generator, write_report
     from training.world.prompts import PromptFileError, load_prompt_file
@@ -310,7 +314,7 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
     settings = [(sch, st) for sch in (scheduler or [None]) for st in (steps or [None])]
     reports = {}
     for k, (sch, st) in enumerate(settings):
-        report = evaluate_generator(pipe, n=n, prompts=specs, steps=st, guidance_scale=guidance, scheduler=sch, seed=seed, oracle=oracle, roundtrip_n=roundtrip_n if k == 0 else 0)
+        report = evaluate_generator(pipe, n=n, prompts=specs, steps=st, guidance_scale=guidance, scheduler=sch, seed=seed, oracle=oracle, batch=batch, roundtrip_n=roundtrip_n if k == 0 else 0)
         reports[f"{report.settings['scheduler']}@{report.settings['steps']}"] = report
     text = write_report(reports, out)
     click.echo(text)
