@@ -242,8 +242,10 @@ class TangoPipeline:
         t0 = time.perf_counter()
         frames = self.num_frames(duration_s)
         shape = (self.vae.config.latent_channels, frames // self.vae_scale, self.mel.n_mels // self.vae_scale)
-        generators = [torch.Generator("cpu").manual_seed(s) for row in seeds for s in row]
-        latents = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, self.dtype)
+        # starting noise from CPU generators (the same on every device); the per-step noise of
+        # DDPM/DDIM from generators on the pipeline's device, so no step waits on a host copy
+        latents = torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for row in seeds for s in row]).to(self.device, self.dtype)
+        generators = [torch.Generator(self.device).manual_seed(s) for row in seeds for s in row]
         sched = make_scheduler(scheduler_name, self.scheduler_config)
         sched.set_timesteps(steps, device=self.device)
         latents = latents * sched.init_noise_sigma

@@ -71,3 +71,11 @@ def verify_manifest(directory: Path) -> dict:
         if digest != info.get("sha256"):
             raise ManifestError(f"{directory}: {name} has sha256 {digest[:12]}..., {MANIFEST} says {str(info.get('sha256'))[:12]}... (corrupt or replaced file)")
     return manifest
+
+
+def checkpoint_version(directory: Path) -> str:
+    """A short, stable name for what a checkpoint directory holds: NAME@<first 12 hex of its MANIFEST's sha256>
+    (the manifest hashes every file, so any changed weight changes the version)."""
+    directory = Path(directory)
+    manifest = directory / MANIFEST
+    return f"{directory.name}@{sha256_file(manifest)[:12]}" if manifest.is_file() else f"{directory.name}@unversioned"

@@ -178,3 +178,19 @@ def test_cli_generate_writes_wavs_mels_and_metadata(pipe, tmp_path):
     assert bad.exit_code != 0 and "maximum of 1.0 s" in bad.output
     missing = CliRunner().invoke(main, ["generate", "x", "-o", str(tmp_path / "o3"), "--checkpoint", str(tmp_path / "nope")])
     assert missing.exit_code != 0 and "not a generator directory" in missing.output
+
+
+def test_shipped_generator_loads_and_generates():
+    """The embedded default: hashes check out, its serving defaults are the measured ones, and it makes audio."""
+    from services.checkpoints import shipped
+    from services.manifest import verify_manifest
+
+    directory = shipped("generator")
+    manifest = verify_manifest(directory)
+    assert {"single.presence", "integrity.accuracy", "temporal.accuracy", "roundtrip.presence_f1"} <= set(manifest["metrics"])
+    assert set(manifest["training"]["stages"]) == {"vae", "vocoder", "unet"}
+    pipe = TangoPipeline.from_pretrained(directory, device="cpu")
+    assert pipe.config.text_encoder == MINILM
+    out = pipe.generate(["a dog barks, then a bell rings"], num_candidates=2, steps=3, seed=0)
+    assert out.waveforms.shape == (1, 2, 65536) and np.isfinite(out.waveforms).all()
+    assert np.abs(out.waveforms).max() > 1e-3, "silence"

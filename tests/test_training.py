@@ -36,3 +36,29 @@ def test_generator_training_end_to_end_and_resume(tmp_path):
     train_generator(tmp_path / "gen", unet_steps=3, **kwargs)
     steps = [json.loads(line)["step"] for line in (tmp_path / "runs" / "unet" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_generator_stages_run_separately_and_are_recorded(tmp_path):
+    """vae, then vocoder and unet as separate runs (side by side on a GPU), then 'all' only assembles:
+    the MANIFEST names the command that trained each stage; the UNet refuses to start without the VAE."""
+    import json
+
+    import pytest
+
+    from training.train_generator import train_generator
+
+    kwargs = dict(n_clips=64, n_audio=16, vae_steps=2, vocoder_steps=2, unet_steps=2, batch_size=4, work_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", checkpoint_every=1, export_every=0, eval_n=1, serve_steps=2)
+    with pytest.raises(FileNotFoundError, match="train the VAE first"):
+        train_generator(tmp_path / "gen", stage="unet", command="unet-too-early", **kwargs)
+    for stage in ("vae", "vocoder", "unet"):
+        assert train_generator(tmp_path / "gen", stage=stage, command=f"cmd-{stage}", **kwargs) == {}
+        assert (tmp_path / "runs" / stage / "final" / "stage.json").is_file()
+    assert not (tmp_path / "gen").exists(), "single stages do not assemble a generator"
+    train_generator(tmp_path / "gen", stage="all", command="cmd-all", **kwargs)
+    manifest = json.loads((tmp_path / "gen" / "MANIFEST.json").read_text())
+    stages = manifest["training"]["stages"]
+    assert {k: v["command"] for k, v in stages.items()} == {"vae": "cmd-vae", "vocoder": "cmd-vocoder", "unet": "cmd-unet"}
+    assert all(v["steps"] == 2 and v["device"] == "cpu" for v in stages.values())
+    # 'all' found every stage finished: nothing was trained again (one log line per step, two steps each)
+    for stage in ("vae", "vocoder", "unet"):
+        assert len((tmp_path / "runs" / stage / "log.jsonl").read_text().splitlines()) == 2

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from services.generator import TangoPipeline
 from training.annotation import oracle_label
 from training.eval_oracle import score_detections
-from training.world.clips import make_clip, sample_spec
+from training.world.captions import EVENT_PHRASINGS
+from training.world.clips import ClipSpec, make_clip, sample_spec
 from training.world.oracle import SoundEventDetector, load_oracle
 from training.world.prompts import PromptSpec
 
@@ -42,15 +43,21 @@ def task_of(spec: PromptSpec) -> str:
     return "integrity"
 
 
+def heldout_clip_specs(n: int, seed: int = EVAL_SEED) -> list[ClipSpec]:
+    """n held-out clip specs per task; independent of the clip streams (their own rng)."""
+    return [sample_spec(np.random.default_rng([seed, 31, k, i]), "heldout", task) for k, task in enumerate(TASKS) for i in range(n)]
+
+
 def heldout_prompts(n: int, seed: int = EVAL_SEED) -> list[PromptSpec]:
-    """n held-out prompts per task; independent of the clip streams (their own rng)."""
-    specs = []
-    for k, task in enumerate(TASKS):
-        for i in range(n):
-            s = sample_spec(np.random.default_rng([seed, 31, k, i]), "heldout", task)
-            relation = None if s.relation == "single" else s.relation
-            specs.append(PromptSpec(prompt=s.caption, events=s.events, relation=relation))
-    return specs
+    """n held-out prompts per task (what the generator is asked)."""
+    return [PromptSpec(prompt=s.caption, events=s.events, relation=None if s.relation == "single" else s.relation) for s in heldout_clip_specs(n, seed)]
+
+
+def uses_novel_words(spec: ClipSpec) -> bool:
+    """The caption names an event with a phrasing training never used ("a hound yaps"), as opposed
+    to a novel template or event combination with familiar event words."""
+    phrasings = [EVENT_PHRASINGS[e] for e in spec.events]
+    return any(c in p.heldout_clauses or n in p.heldout_nouns for p, c, n in zip(phrasings, spec.clauses, spec.nouns))
 
 
 def judge(detection, spec: PromptSpec) -> tuple[str, float]:
@@ -109,8 +116,14 @@ def evaluate_generator(
     progress: bool = True,
 ) -> GeneratorReport:
     oracle = oracle or load_oracle()
-    prompts = prompts or heldout_prompts(n, seed)
+    # on the held-out split, also split every score by whether the prompt uses event words training never saw
+    novel = None
+    if prompts is None:
+        clip_specs = heldout_clip_specs(n, seed)
+        prompts = heldout_prompts(n, seed)
+        novel = [uses_novel_words(s) for s in clip_specs]
     scores: dict[str, list[float]] = {t: [] for t in TASKS}
+    by_words: dict[str, list[float]] = {}
     examples = []
     generated = 0
     t0 = time.perf_counter()
@@ -121,9 +134,11 @@ def evaluate_generator(
         settings = out.settings
         wav = out.waveforms[:, 0]
         generated += len(wav)
-        for spec, det, w in zip(chunk, oracle.detect(wav), wav):
+        for j, (spec, det, w) in enumerate(zip(chunk, oracle.detect(wav), wav)):
             task, score = judge(det, spec)
             scores[task].append(score)
+            if novel is not None:
+                by_words.setdefault(f"{task}|{'novel' if novel[i + j] else 'seen'}_words", []).append(score)
             if sum(e[0] == task for e in examples) < 2:  # two examples per task for the mel sheet
                 examples.append((task, spec.prompt, w))
     seconds = time.perf_counter() - t0
@@ -133,6 +148,10 @@ def evaluate_generator(
         if scores[task]:
             metrics[names[task]] = float(np.mean(scores[task]))
             metrics[f"{task}.prompts"] = float(len(scores[task]))
+    for task in TASKS:
+        for words in ("seen_words", "novel_words"):
+            if by_words.get(f"{task}|{words}"):
+                metrics[f"{names[task]}.{words}"] = float(np.mean(by_words[f"{task}|{words}"]))
     metrics["seconds_per_clip"] = seconds / max(generated, 1)
     roundtrip_n = max(n, 100) if roundtrip_n is None else roundtrip_n
     if roundtrip_n:
@@ -145,6 +164,7 @@ DESCRIPTIONS = {
     "integrity.accuracy": "2-event prompts: both heard, nothing unprompted",
     "temporal.accuracy": "3-event sequences: all heard, nothing extra, in order",
     "seconds_per_clip": "wall time per generated clip (incl. text encoding and decoding)",
+    **{f"{k}.{w}": f"same, prompts whose event words {'training never saw' if w == 'novel_words' else 'training used'}" for k in ("single.presence", "integrity.accuracy", "temporal.accuracy") for w in ("seen_words", "novel_words")},
     "ground_truth.presence_f1": "oracle on held-out ground truth (must be >= 0.95)",
     "ground_truth.order_accuracy": "oracle order accuracy on held-out ground truth (must be >= 0.95)",
     "vocoder.presence_f1": "oracle on ground truth resynthesised by the vocoder from its mel",

@@ -324,6 +324,31 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
         click.echo(json.dumps(payload))
 
 
+# ----------------------------------------------------------------------------- serve
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address the HTTP proxy binds")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator directory (default: the shipped mini default)")
+@click.option("--device", default=None, help="generator device, cpu or cuda[:i] (default: cuda when the replica has a GPU)")
+@click.option("--num-cpus", type=click.IntRange(1), default=None, help="CPUs Ray may use (default: all)")
+def serve_cmd(host: str, port: int, checkpoint: Path | None, device: str | None, num_cpus: int | None) -> None:
+    """Start Ray, deploy the service and serve HTTP until interrupted (OpenAPI at /docs)."""
+    import time
+
+    from ray import serve
+
+    from deployments.app import build_app, start_local_serve
+
+    start_local_serve(host, port, num_cpus)
+    serve.run(build_app({"checkpoint": str(checkpoint) if checkpoint else None, "device": device}), name="tta", route_prefix="/")
+    click.echo(f"serving on http://{host}:{port} (OpenAPI at /docs); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
 # ----------------------------------------------------------------------------- annotate
 @main.group()
 def annotate() -> None:
