@@ -161,7 +161,7 @@ class Ingress:
         if not raw:
             return result
         headers = {
-            "X-Request-Id": result.id,
+            "X-Generation-Id": result.id,  # Serve's proxy sets its own X-Request-Id
             "X-Seed": str(result.seed),
             "X-Reward": "" if result.reward is None else f"{result.reward:.6f}",
             "X-Rewritten-Prompt": quote(result.rewritten_prompt or ""),
