@@ -8,7 +8,7 @@ of `services.pipeline`; everything that decides results lives in services/ and r
          -d '{"prompt": "a dog barks, then a bell rings", "num_candidates": 4}' -o clip.wav
 """
 
-
+# no `from __future__ import annotations` here: FastAPI must see the ingress methods' real types
 import asyncio
 import base64
 import time
@@ -23,7 +23,6 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.schemas import (
-    MAX_PROMPT_CHARS,
     BatchItem,
     BatchRequest,
     BatchResponse,
@@ -31,6 +30,7 @@ from deployments.schemas import (
     GenerationParameters,
     GenerationRequest,
     GenerationResponse,
+    check_prompt,
 )
 from services.audio import encode_audio
 from services.pipeline import GeneratedAudio, GenerationCall, GenerationSettings, check_call, generate_grouped, rank_candidates
@@ -175,9 +175,7 @@ class Ingress:
     async def batch(self, body: BatchRequest) -> BatchResponse:
         async def one(i: int, prompt: str) -> BatchItem:
             try:
-                if not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
-                    raise ValueError("prompt is blank" if not prompt.strip() else f"prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
-                return BatchItem(index=i, prompt=prompt, result=await self._generate(prompt.strip(), body, body.response_format))
+                return BatchItem(index=i, prompt=prompt, result=await self._generate(check_prompt(prompt), body, body.response_format))
             except Exception as exc:  # noqa: BLE001 - one prompt's failure is reported with it and never sinks the others
                 return BatchItem(index=i, prompt=prompt, error=f"{type(exc).__name__}: {exc}")
 

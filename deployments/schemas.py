@@ -15,9 +15,12 @@ MAX_CANDIDATES = 16
 MAX_BATCH_PROMPTS = 32
 
 
-def _check_prompt(v: str) -> str:
+def check_prompt(v: str) -> str:
+    """A prompt the service accepts, stripped; ValueError saying why not (also used per batch item)."""
     if not v.strip():
         raise ValueError("prompt is blank")
+    if len(v) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt has {len(v)} characters; at most {MAX_PROMPT_CHARS}")
     return v.strip()
 
 
@@ -43,7 +46,7 @@ class GenerationRequest(GenerationParameters):
     @field_validator("prompt")
     @classmethod
     def _not_blank(cls, v: str) -> str:
-        return _check_prompt(v)
+        return check_prompt(v)
 
 
 class BatchRequest(GenerationParameters):

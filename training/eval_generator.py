@@ -48,9 +48,14 @@ def heldout_clip_specs(n: int, seed: int = EVAL_SEED) -> list[ClipSpec]:
     return [sample_spec(np.random.default_rng([seed, 31, k, i]), "heldout", task) for k, task in enumerate(TASKS) for i in range(n)]
 
 
+def prompt_of(spec: ClipSpec) -> PromptSpec:
+    """What the generator is asked for a clip spec."""
+    return PromptSpec(prompt=spec.caption, events=spec.events, relation=None if spec.relation == "single" else spec.relation)
+
+
 def heldout_prompts(n: int, seed: int = EVAL_SEED) -> list[PromptSpec]:
-    """n held-out prompts per task (what the generator is asked)."""
-    return [PromptSpec(prompt=s.caption, events=s.events, relation=None if s.relation == "single" else s.relation) for s in heldout_clip_specs(n, seed)]
+    """n held-out prompts per task."""
+    return [prompt_of(s) for s in heldout_clip_specs(n, seed)]
 
 
 def uses_novel_words(spec: ClipSpec) -> bool:
@@ -120,7 +125,7 @@ def evaluate_generator(
     novel = None
     if prompts is None:
         clip_specs = heldout_clip_specs(n, seed)
-        prompts = heldout_prompts(n, seed)
+        prompts = [prompt_of(s) for s in clip_specs]
         novel = [uses_novel_words(s) for s in clip_specs]
     scores: dict[str, list[float]] = {t: [] for t in TASKS}
     by_words: dict[str, list[float]] = {}
