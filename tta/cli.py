@@ -102,6 +102,78 @@ def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_neg
     click.echo(json.dumps(metrics))
 
 
+@train.command("clap")
+@click.option("--scale", type=click.Choice(["mini"]), default="mini", show_default=True, help="full-scale CLAP is a converted LAION-CLAP checkpoint")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/clap"), show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2), default=96, show_default=True)
+@click.option("--n-clips", type=click.IntRange(16), default=12000, show_default=True, help="rendered training clips (20% realise open prompts)")
+@click.option("--eval-n", type=click.IntRange(10), default=1000, show_default=True, help="held-out clips for retrieval R@1/R@10")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/clap"), show_default=True, help="data cache, train state, log; an existing state is resumed")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=250, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="processes rendering the world")
+def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: int, eval_n: int, lr: float, seed: int, work_dir: Path, checkpoint_every: int, device: str | None, workers: int) -> None:
+    """Train the mini CLAP contrastively on the world; writes it with MANIFEST.json (retrieval metrics) to --out."""
+    from training.train_clap import train_clap
+
+    metrics = train_clap(out, steps=steps, batch_size=batch_size, n_clips=n_clips, eval_n=eval_n, lr=lr, seed=seed, work_dir=work_dir, checkpoint_every=checkpoint_every, device=device, workers=workers, command=_command_line())
+    click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+
+
+@train.command("reward")
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="dataset directory from `tta data build` (repeatable)")
+@click.option("--labels", "label_files", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="BATON label file (repeatable; with --format, --task, --audio-root)")
+@click.option("--format", "fmt", type=click.Choice(["records", "grouped"]), default="records", show_default=True, help="shape of the --labels files")
+@click.option("--task", type=click.Choice(["integrity", "temporal"]), default=None, help="task of the --labels files")
+@click.option("--audio-root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="directory the --labels files' audio paths are relative to")
+@click.option("--eval-data", "eval_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="extra held-out dataset directories to report on (repeatable)")
+@click.option("--clap", "clap_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="frozen CLAP (default: the shipped mini CLAP)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/reward"), show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-4, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/reward"), show_default=True, help="embedding cache")
+@click.option("--device", default="cpu", show_default=True, help="CLAP device for embedding the clips")
+def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...], fmt: str, task: str | None, audio_root: Path | None, eval_dirs: tuple[Path, ...], clap_dir: Path | None, out: Path, epochs: int, batch_size: int, lr: float, seed: int, work_dir: Path, device: str) -> None:
+    """Train BATON's reward head (BCE) on frozen CLAP embeddings; writes safetensors + ONNX + MANIFEST."""
+    from services.checkpoints import shipped
+    from services.clap import load_clap
+    from services.manifest import checkpoint_version
+    from training.annotation import AnnotationFileError, import_baton_records, import_grouped_ratings
+    from training.build_dataset import DatasetError, load_dataset_records
+    from training.train_reward import LabelledClips, embed_clips, train_reward
+
+    if not data_dirs and not label_files:
+        _fail("give training data: --data DIR (from `tta data build`) and/or --labels FILE")
+    if label_files and (task is None or audio_root is None):
+        _fail("--labels needs --task and --audio-root (the directory its audio paths are relative to)")
+    pairs = []
+    try:
+        for d in data_dirs:
+            pairs += load_dataset_records(d)
+        importer = import_baton_records if fmt == "records" else import_grouped_ratings
+        for f in label_files:
+            pairs += [(r, audio_root / r.audio) for r in importer(f, task)]  # type: ignore[arg-type, operator]
+        evals = {f"heldout_{d.name}": LabelledClips(*map(list, zip(*load_dataset_records(d)))) for d in eval_dirs}
+    except (DatasetError, AnnotationFileError) as exc:
+        _fail(str(exc))
+    missing = [str(p) for _, p in pairs if not p.is_file()]
+    if missing:
+        _fail(f"{len(missing)} audio file(s) do not exist, e.g. {missing[:3]}")
+    clap_dir = clap_dir or shipped("clap")
+    clap = load_clap(clap_dir, device)
+    cache = work_dir / f"audio-embeddings-{checkpoint_version(clap_dir)}.npz"
+    clips = embed_clips(LabelledClips([r for r, _ in pairs], [p for _, p in pairs]), clap, cache)
+    evals = {name: embed_clips(c, clap, cache) for name, c in evals.items()}
+    sources = [str(d) for d in data_dirs] + [str(f) for f in label_files]
+    metrics = train_reward(clips, clap, clap_dir, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_sets=evals, command=_command_line(), sources=sources)
+    click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+
+
 @train.command("generator")
 @click.option("--scale", type=click.Choice(["mini"]), default="mini", show_default=True, help="full-scale TANGO comes from `tta convert-tango`")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/generator"), show_default=True)
@@ -324,6 +396,42 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
         click.echo(json.dumps(payload))
 
 
+@eval_.command("rerank")
+@click.option("--n", "n", type=click.IntRange(1), default=60, show_default=True, help="held-out prompts per task (integrity, temporal)")
+@click.option("--k", "k", type=click.IntRange(1, 16), default=8, show_default=True, help="candidates generated per prompt (the largest N)")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/rerank"), show_default=True, help="generated candidates are cached here and resumed")
+@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator (default: the shipped one)")
+@click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model (default: the shipped one)")
+@click.option("--clap", "clap_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP for the CLAP picker (default: the shipped mini CLAP)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and rerank.png here")
+@click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like temporal.reward.n4) on the last line")
+def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, reward_dir: Path | None, clap_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
+    """Best-of-N on held-out prompts: oracle accuracy with random, CLAP and reward picks, and the ceiling."""
+    from services.checkpoints import shipped
+    from services.clap import load_clap
+    from services.reward import RewardModel
+    from training.eval_rerank import NS, RERANK_TASKS, build_candidates, rerank_markdown, rerank_plot, rerank_table, score_candidates
+
+    generator_dir = checkpoint or shipped("generator")
+    pipe = _load_generator(generator_dir, device)
+    oracle, _ = _load_oracle(None)
+    clap = load_clap(clap_dir or shipped("clap"), pipe.device)
+    reward = RewardModel.from_pretrained(reward_dir or shipped("reward"), pipe.device, clap=clap if clap_dir is None and reward_dir is None else None)
+    results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle), reward, clap) for task in RERANK_TASKS}
+    ns = tuple(x for x in NS if x <= k)
+    table = rerank_table(results, ns)
+    text = rerank_markdown(table, RERANK_TASKS, ns)
+    click.echo(text)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text + "\n")
+        (out / "report.json").write_text(json.dumps(table, indent=2) + "\n")
+        click.echo(f"plot: {rerank_plot(table, RERANK_TASKS, out / 'rerank.png', ns)}")
+    if as_json:
+        click.echo(json.dumps({key: round(v, 4) for key, v in table.items()}))
+
+
 # ----------------------------------------------------------------------------- serve
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address the HTTP proxy binds")
@@ -347,6 +455,73 @@ def serve_cmd(host: str, port: int, checkpoint: Path | None, device: str | None,
             time.sleep(3600)
     except KeyboardInterrupt:
         serve.shutdown()
+
+
+# ----------------------------------------------------------------------------- data
+@main.group()
+def data() -> None:
+    """Feedback datasets: generated clips with (simulated or human) labels."""
+
+
+def _prompt_source(ctx, param, value: str):
+    """--prompts: a count of prompts to compose, or a JSONL prompt file."""
+    if value.isdigit():
+        if int(value) < 1:
+            raise click.BadParameter("the prompt count must be >= 1")
+        return int(value)
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"{value!r} is neither a prompt count nor an existing prompt file")
+    return path
+
+
+@data.command("build")
+@click.option("--task", type=click.Choice(["integrity", "temporal"]), required=True)
+@click.option("--prompts", "prompt_source", callback=_prompt_source, required=True, help="number of prompts to compose from event labels and conjunctions, or a JSONL prompt file")
+@click.option("--clips-per-prompt", type=click.IntRange(1, 16), default=5, show_default=True, help="K generated clips per prompt (BATON: 5)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="dataset directory; an unfinished build there is resumed")
+@click.option("--label", type=click.Choice(["simulated", "none"]), default="simulated", show_default=True, help="none: leave clips.jsonl for people to label")
+@click.option("--flip-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="simulated annotator's label flip rate")
+@click.option("--seed", type=click.IntRange(0, 200), default=0, show_default=True, help="prompt composition, generation seeds and label flips")
+@_generation_options
+@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator (default: the shipped mini default)")
+@click.option("--oracle", "oracle_checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="simulated annotator's oracle (default: the shipped one)")
+@click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--prompts-per-chunk", type=click.IntRange(1, 256), default=8, show_default=True, help="prompts per generation call (and per resumable part)")
+def data_build(task: str, prompt_source, clips_per_prompt: int, out: Path, label: str, flip_rate: float, seed: int, steps: int | None, guidance: float | None, scheduler: str | None, checkpoint: Path | None, oracle_checkpoint: Path | None, device: str | None, prompts_per_chunk: int) -> None:
+    """Compose prompts, generate K clips each, label them; prints label rates beside BATON's."""
+    from services.checkpoints import shipped
+    from services.manifest import checkpoint_version, sha256_file
+    from training.annotation import SimulatedAnnotator
+    from training.build_dataset import BuildSettings, DatasetError, build_dataset, check_task_prompts, compose_prompts, summary_markdown
+    from training.world.prompts import PromptFileError, load_prompt_file
+
+    try:
+        prompts = compose_prompts(task, prompt_source, seed) if isinstance(prompt_source, int) else load_prompt_file(prompt_source)  # type: ignore[arg-type]
+        check_task_prompts(prompts, task)  # type: ignore[arg-type]
+    except (PromptFileError, DatasetError) as exc:
+        _fail(str(exc))
+    pipe = _load_generator(checkpoint, device)
+    annotator = None
+    if label == "simulated":
+        oracle, directory = _load_oracle(oracle_checkpoint)
+        annotator = SimulatedAnnotator(oracle, flip_rate=flip_rate, seed=seed, oracle_sha256=sha256_file(directory / "model.safetensors"))
+    settings = BuildSettings(
+        task=task,  # type: ignore[arg-type]
+        clips_per_prompt=clips_per_prompt,
+        seed=seed,
+        generator=checkpoint_version(checkpoint or shipped("generator")),
+        steps=steps,
+        guidance_scale=guidance,
+        scheduler=scheduler,
+        label=label,
+        annotator=annotator.name if annotator else None,
+    )
+    try:
+        summary = build_dataset(out, prompts, pipe, settings, annotator, prompts_per_chunk=prompts_per_chunk)
+    except DatasetError as exc:
+        _fail(str(exc))
+    click.echo(summary_markdown(summary))
 
 
 # ----------------------------------------------------------------------------- annotate

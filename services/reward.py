@@ -1,0 +1,152 @@
+"""The BATON audio reward model, and best-of-N reranking with it.
+
+BATON's head: the frozen CLAP audio embedding and text embedding (512 each) concatenated, an MLP
+1024 -> 512 -> 1 and a sigmoid, read as the probability that a person judges the clip faithful to
+the prompt. `RewardModel` = a CLAP embedder + that head; the head also runs in ONNX Runtime
+(onnxruntime-gpu: CUDA provider when a GPU is present, CPU provider otherwise).
+
+A reward checkpoint directory holds the head (`config.json`, `model.safetensors`), `reward_head.onnx`
+and names its CLAP in the config (a path relative to the directory, e.g. "../clap"): the head is only
+meaningful with the embedder it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from services.clap import ClapEmbedder, load_clap
+from services.modeling import CheckpointError, ConfigModel
+
+ONNX_NAME = "reward_head.onnx"
+
+
+class RewardHeadConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    clap: str = "../clap"  # the CLAP whose embeddings the head reads (relative to the checkpoint directory)
+    embed_dim: int = Field(512, ge=1)
+    hidden_dim: int = Field(512, ge=1)
+
+
+class RewardHead(ConfigModel):
+    """[audio embedding ; text embedding] -> MLP -> logit (sigmoid gives the acceptance probability)."""
+
+    config_class = RewardHeadConfig
+
+    def __init__(self, config: RewardHeadConfig) -> None:
+        super().__init__(config)
+        self.mlp = nn.Sequential(nn.Linear(2 * config.embed_dim, config.hidden_dim), nn.ReLU(), nn.Linear(config.hidden_dim, 1))
+
+    def logits(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([audio_emb, text_emb], dim=-1)).squeeze(-1)
+
+    def forward(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """Reward in (0, 1), one per row."""
+        return torch.sigmoid(self.logits(audio_emb, text_emb))
+
+
+def reward_loss(head: RewardHead, audio_emb: torch.Tensor, text_emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BATON's objective: binary cross-entropy of the reward against the 0/1 human label."""
+    return nn.functional.binary_cross_entropy_with_logits(head.logits(audio_emb, text_emb), labels.float())
+
+
+# ----------------------------------------------------------------------------- ONNX
+def export_onnx(head: RewardHead, path: str | Path) -> Path:
+    """Export the head (embeddings -> reward) with a dynamic batch; weights inlined in one file."""
+    path = Path(path)
+    head = head.cpu().eval()
+    d = head.config.embed_dim
+    example = (torch.randn(2, d), torch.randn(2, d))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(head, example, input_names=["audio_embedding", "text_embedding"], output_names=["reward"], dynamic_shapes=({0: batch}, {0: batch}), dynamo=True, external_data=False)
+    program.save(str(path), external_data=False)
+    return path
+
+
+def onnx_providers(device: str | torch.device | None = None) -> list[str]:
+    """CUDA first when asked for (or when torch sees a GPU), always the CPU provider as fallback."""
+    import onnxruntime as ort
+
+    want_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    available = ort.get_available_providers()
+    return (["CUDAExecutionProvider"] if want_cuda and "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+
+
+class OnnxRewardHead:
+    """The exported head in ONNX Runtime; `providers` says where it actually runs."""
+
+    def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"no ONNX reward head at {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=onnx_providers(device))
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, audio_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
+        feeds = {"audio_embedding": np.ascontiguousarray(audio_emb, dtype=np.float32), "text_embedding": np.ascontiguousarray(text_emb, dtype=np.float32)}
+        return self.session.run(["reward"], feeds)[0]
+
+
+# ----------------------------------------------------------------------------- the reward model
+class RewardModel:
+    """CLAP embedder + reward head; scores (prompt, clip) pairs and reranks candidates per prompt."""
+
+    def __init__(self, clap: ClapEmbedder, head: RewardHead, onnx_head: OnnxRewardHead | None = None) -> None:
+        if head.config.embed_dim != clap.embed_dim:  # type: ignore[attr-defined]
+            raise CheckpointError(f"reward head reads {head.config.embed_dim}-d embeddings, the CLAP gives {clap.embed_dim}")  # type: ignore[attr-defined]
+        self.clap, self.head, self.onnx_head = clap, head.eval(), onnx_head
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", backend: str = "torch", clap: ClapEmbedder | None = None) -> RewardModel:
+        """backend "torch" or "onnx" (the head in ONNX Runtime); `clap` overrides the one the config names."""
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"unknown backend {backend!r}: expected 'torch' or 'onnx'")
+        directory = Path(directory)
+        head = RewardHead.from_pretrained(directory, device)
+        clap = clap or load_clap((directory / head.config.clap).resolve(), device)
+        onnx_head = OnnxRewardHead(directory / ONNX_NAME, device) if backend == "onnx" else None
+        return cls(clap, head, onnx_head)
+
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.onnx_head is not None else "torch"
+
+    @torch.no_grad()
+    def reward_from_embeddings(self, audio_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
+        if self.onnx_head is not None:
+            return self.onnx_head(audio_emb, text_emb)
+        device = next(self.head.parameters()).device
+        return self.head(torch.from_numpy(np.asarray(audio_emb, np.float32)).to(device), torch.from_numpy(np.asarray(text_emb, np.float32)).to(device)).cpu().numpy()
+
+    def score_pairs(self, texts: list[str], waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Reward of texts[i] with waveforms[i] -> [B] in (0, 1)."""
+        if len(texts) != len(waveforms):
+            raise ValueError(f"got {len(texts)} texts for {len(waveforms)} clips")
+        return self.reward_from_embeddings(self.clap.embed_audio(waveforms, sample_rate), self.clap.embed_text(list(texts)))
+
+    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Rewards of the candidates [N, samples] of one prompt (the `services.pipeline.Reranker` protocol)."""
+        audio = self.clap.embed_audio(waveforms, sample_rate)
+        text = np.repeat(self.clap.embed_text([prompt]), len(audio), axis=0)
+        return self.reward_from_embeddings(audio, text)
+
+
+class ClapReranker:
+    """Best-of-N by CLAP cosine between prompt and clip (the baseline the reward model must beat)."""
+
+    def __init__(self, clap: ClapEmbedder) -> None:
+        self.clap = clap
+
+    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
+        return self.clap.score([prompt] * len(waveforms), waveforms, sample_rate)

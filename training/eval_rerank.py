@@ -1,0 +1,142 @@
+"""`tta eval rerank`: does picking the best of N by a scorer raise oracle accuracy?
+
+For held-out integrity and temporal prompts, K candidates per prompt are generated once (a dataset
+built by `training.build_dataset`, labelled by the noise-free oracle, cached under the work dir and
+resumed), then every picker chooses among the first N of each prompt's candidates, never across
+prompts: random (the expected accuracy of a uniform pick), CLAP (highest cosine between prompt and
+audio), reward (highest reward-model score), and the oracle ceiling (any of the N accepted).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from services.audio import read_audio
+from services.clap import ClapEmbedder
+from services.generator import TangoPipeline
+from services.manifest import checkpoint_version
+from services.reward import RewardModel
+from training.annotation import SimulatedAnnotator, Task, read_annotations
+from training.build_dataset import BuildSettings, build_dataset
+from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of
+from training.world.oracle import SoundEventDetector
+from training.world.prompts import PromptSpec
+
+RERANK_TASKS: tuple[Task, ...] = ("integrity", "temporal")
+
+
+def heldout_task_prompts(task: Task, n: int, seed: int = EVAL_SEED) -> list[PromptSpec]:
+    """The first n held-out prompts of a task (the same prompts `tta eval generator` uses)."""
+    prompts = [prompt_of(s) for s in heldout_clip_specs(n, seed)]
+    return [p for p in prompts if task_of(p) == task][:n]
+
+
+def build_candidates(task: Task, n: int, k: int, work_dir: Path, pipe: TangoPipeline, generator_dir: Path, oracle: SoundEventDetector, seed: int = EVAL_SEED, progress: bool = True) -> Path:
+    """Generate (or resume) k candidates for each of n held-out prompts, labelled by the noise-free oracle."""
+    annotator = SimulatedAnnotator(oracle, flip_rate=0.0, seed=seed)
+    settings = BuildSettings(task=task, clips_per_prompt=k, seed=seed, generator=checkpoint_version(generator_dir), annotator=annotator.name)
+    out = Path(work_dir) / f"{task}-n{n}-k{k}"
+    build_dataset(out, heldout_task_prompts(task, n, seed), pipe, settings, annotator, progress=progress)
+    return out
+
+
+# ----------------------------------------------------------------------------- picking
+PICKERS = ("random", "clap", "reward", "ceiling")
+NS = (1, 2, 4, 8)
+
+
+@dataclass
+class CandidateScores:
+    """Per prompt: oracle labels, CLAP cosines and rewards of its K candidates (generation order)."""
+
+    labels: np.ndarray  # [P, K] 0/1 (noise-free oracle)
+    clap: np.ndarray  # [P, K]
+    reward: np.ndarray  # [P, K]
+
+
+def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:
+    """Oracle accuracy of each picker choosing among the first n candidates of every prompt."""
+    labels = scores.labels[:, :n]
+    rows = np.arange(len(labels))
+    return {
+        "random": float(labels.mean()),  # expectation of a uniform pick
+        "clap": float(labels[rows, scores.clap[:, :n].argmax(1)].mean()),
+        "reward": float(labels[rows, scores.reward[:, :n].argmax(1)].mean()),
+        "ceiling": float(labels.max(1).mean()),
+    }
+
+
+def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbedder) -> CandidateScores:
+    """Read a candidate dataset back and score every clip with CLAP and the reward model."""
+    records = read_annotations(directory / "records.jsonl")
+    k = json.loads((directory / "dataset.json").read_text())["clips_per_prompt"]
+    if len(records) % k:
+        raise ValueError(f"{directory}: {len(records)} records are not a multiple of {k} candidates per prompt")
+    audio = np.stack([read_audio(directory / r.audio, clap.sample_rate) for r in records])
+    prompts = [r.prompt for r in records]
+    clap_audio = clap.embed_audio(audio, clap.sample_rate)
+    text = dict(zip(sorted(set(prompts)), clap.embed_text(sorted(set(prompts)))))
+    clap_text = np.stack([text[p] for p in prompts])
+    cosine = np.sum(clap_audio * clap_text, -1)
+    # the reward model reads its own CLAP's embeddings (the same object when both are the shipped ones)
+    if reward_model.clap is clap:
+        reward = reward_model.reward_from_embeddings(clap_audio, clap_text)
+    else:
+        reward = reward_model.score_pairs(prompts, audio, clap.sample_rate)
+    labels = np.array([r.provenance.oracle_label if r.provenance.oracle_label is not None else r.label for r in records])
+    shape = (len(records) // k, k)
+    return CandidateScores(labels.reshape(shape), cosine.reshape(shape), np.asarray(reward).reshape(shape))
+
+
+def rerank_table(results: dict[str, CandidateScores], ns: tuple[int, ...] = NS) -> dict[str, float]:
+    """{task}.{picker}.n{N} -> oracle accuracy."""
+    out = {}
+    for task, scores in results.items():
+        for n in ns:
+            if n > scores.labels.shape[1]:
+                continue
+            for picker, value in pick_accuracy(scores, n).items():
+                out[f"{task}.{picker}.n{n}"] = value
+        out[f"{task}.prompts"] = float(len(scores.labels))
+    return out
+
+
+def rerank_markdown(table: dict[str, float], tasks: tuple[str, ...], ns: tuple[int, ...] = NS) -> str:
+    lines = ["| task | picker | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|" + "---|" * len(ns)]
+    for task in tasks:
+        for picker in PICKERS:
+            cells = [f"{table[f'{task}.{picker}.n{n}']:.3f}" if f"{task}.{picker}.n{n}" in table else "" for n in ns]
+            lines.append(f"| {task} | {picker} | " + " | ".join(cells) + " |")
+    gain = table.get("temporal.reward.n4", float("nan")) - table.get("temporal.reward.n1", float("nan"))
+    lines += ["", f"temporal: reward pick at N=4 minus N=1 = {gain * 100:+.1f} points (goal >= +15)"]
+    return "\n".join(lines)
+
+
+def rerank_plot(table: dict[str, float], tasks: tuple[str, ...], path: Path, ns: tuple[int, ...] = NS) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for picker, style in zip(PICKERS, ("o--", "s-", "D-", "^:")):
+            xs = [n for n in ns if f"{task}.{picker}.n{n}" in table]
+            ax.plot(xs, [table[f"{task}.{picker}.n{n}"] for n in xs], style, label=picker)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(ns), [str(n) for n in ns])
+        ax.set_xlabel("candidates N")
+        ax.set_ylabel("oracle accuracy of the picked clip")
+        ax.set_title(f"{task} ({int(table.get(f'{task}.prompts', 0))} held-out prompts)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

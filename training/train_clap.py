@@ -1,0 +1,210 @@
+"""`tta train clap --scale mini`: a contrastive text-audio model of the world.
+
+Reads top to bottom: data (training clips rendered once and cached as log-mel; captions; scene clips
+whose text is either the caption or the open prompt a user would type; for sequences, the same
+caption with the events named in another order as a hard negative), model (`services.clap.MiniClapModel`
+over the frozen MiniLM), loop (symmetric InfoNCE, the order-swapped captions added to each clip's
+text candidates), checkpoint (resumable train state; the final model with MANIFEST.json), and the
+evaluation the MANIFEST records: text->audio retrieval R@1/R@10 over 1000 held-out clips.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from services.audio import MelSpectrogram
+from services.clap import MiniClap, MiniClapConfig, MiniClapModel
+from services.manifest import write_manifest
+from services.text_encoder import TextEncoder
+from training.train_generator import Stage, pick_device, show
+from training.world import captions as cap
+from training.world.clips import ClipSpec, make_clip, make_scene_clip
+
+SCENE_FRACTION = 0.2  # share of training clips that realise an open prompt (scene description)
+
+
+# ----------------------------------------------------------------------------- data
+def reordered_caption(spec: ClipSpec, rng: np.random.Generator) -> str | None:
+    """The clip's caption with its events named in another order (None if order is not stated)."""
+    if spec.relation != "sequence" or len(spec.events) < 2:
+        return None
+    perms = [p for p in itertools.permutations(range(len(spec.events))) if list(p) != list(range(len(spec.events)))]
+    p = perms[int(rng.integers(len(perms)))]
+    return cap.render_caption(spec.template, [spec.clauses[i] for i in p], [spec.nouns[i] for i in p])
+
+
+def _render_chunk(args: tuple[int, int, int, str]) -> tuple[np.ndarray, list[str], list[str | None], list[str | None]]:
+    seed, start, n, split = args
+    mel = MelSpectrogram(MiniClapModel(MiniClapConfig()).mel_cfg)
+    audio, captions, swapped, open_prompts = [], [], [], []
+    for i in range(start, start + n):
+        scene = np.random.default_rng([seed, 53, i]).random() < SCENE_FRACTION
+        clip = make_scene_clip(seed, split, i) if scene else make_clip(seed, split, i)  # type: ignore[arg-type]
+        audio.append(clip.audio)
+        captions.append(clip.truth.caption)
+        swapped.append(reordered_caption(clip.spec, np.random.default_rng([seed, 59, i])))
+        open_prompts.append(clip.truth.open_prompt)
+    with torch.no_grad():
+        logmel = mel(torch.from_numpy(np.stack(audio)))
+    return logmel.half().numpy(), captions, swapped, open_prompts
+
+
+def build_dataset(seed: int, n_clips: int, split: str, cache_dir: Path, workers: int = 1) -> dict:
+    """log-mel [N, mels, frames] (fp16), captions, reordered captions, open prompts; cached as .npz."""
+    path = cache_dir / f"clap-{split}-{seed}-{n_clips}.npz"
+    if path.is_file():
+        data = np.load(path, allow_pickle=False)
+        return {k: data[k] for k in data.files}
+    chunk = 500
+    jobs = [(seed, s, min(chunk, n_clips - s), split) for s in range(0, n_clips, chunk)]
+    parts = []
+    with Pool(workers) as pool:
+        for part in tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc=f"render {split} clips"):
+            parts.append(part)
+    data = {
+        "logmel": np.concatenate([p[0] for p in parts]),
+        "caption": np.array([c for p in parts for c in p[1]]),
+        "swapped": np.array([c or "" for p in parts for c in p[2]]),
+        "open_prompt": np.array([c or "" for p in parts for c in p[3]]),
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(path)
+    return data
+
+
+@torch.no_grad()
+def encode_texts(text_encoder: TextEncoder, texts: list[str], cache: Path, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen token states [N, L, D] (fp16) and masks [N, L] of every text, cached on disk."""
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        if saved["n"] == len(texts):
+            return saved["states"], saved["mask"]
+    length = text_encoder.max_length
+    states = torch.zeros(len(texts), length, text_encoder.hidden_size, dtype=torch.float16)
+    mask = torch.zeros(len(texts), length, dtype=torch.long)
+    for i in tqdm(range(0, len(texts), batch), desc="encode texts"):
+        h, m = text_encoder(texts[i : i + batch])
+        states[i : i + len(h), : h.shape[1]] = h.half().cpu()
+        mask[i : i + len(h), : h.shape[1]] = m.cpu()
+    width = int(mask.sum(1).max())  # drop padding no text uses
+    states, mask = states[:, :width].contiguous(), mask[:, :width].contiguous()
+    torch.save({"n": len(texts), "states": states, "mask": mask}, cache)
+    return states, mask
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def retrieval(clap: MiniClap, logmel: np.ndarray, texts: list[str], batch: int = 100) -> dict[str, float]:
+    """Text->audio and audio->text recall@1/@10 over the whole set (clip i matches text i)."""
+    model = clap.model.eval()
+    audio = torch.cat([F.normalize(model.audio_forward(torch.from_numpy(logmel[i : i + batch]).float().to(clap.device)), dim=-1).cpu() for i in range(0, len(logmel), batch)])
+    text = torch.from_numpy(clap.embed_text(texts))
+    sim = text @ audio.T
+    target = torch.arange(len(texts))
+    out = {}
+    for name, s in (("text_to_audio", sim), ("audio_to_text", sim.T)):
+        rank = (s > s[target, target][:, None]).sum(1)  # how many candidates beat the true one
+        out[f"{name}.r1"] = float((rank < 1).float().mean())
+        out[f"{name}.r10"] = float((rank < 10).float().mean())
+    return out
+
+
+@torch.no_grad()
+def order_accuracy(clap: MiniClap, logmel: np.ndarray, captions: np.ndarray, swapped: np.ndarray, batch: int = 100) -> float:
+    """Share of sequence clips whose true caption scores above the same caption in another order."""
+    idx = np.flatnonzero(swapped != "")
+    if not len(idx):
+        return float("nan")
+    model = clap.model.eval()
+    audio = torch.cat([F.normalize(model.audio_forward(torch.from_numpy(logmel[idx[i : i + batch]]).float().to(clap.device)), dim=-1).cpu() for i in range(0, len(idx), batch)]).numpy()
+    true = np.sum(clap.embed_text(list(captions[idx])) * audio, -1)
+    wrong = np.sum(clap.embed_text(list(swapped[idx])) * audio, -1)
+    return float(np.mean(true > wrong))
+
+
+# ----------------------------------------------------------------------------- training
+def train_clap(
+    out: Path,
+    steps: int = 3000,
+    batch_size: int = 128,
+    n_clips: int = 16000,
+    eval_n: int = 1000,
+    lr: float = 1e-3,
+    seed: int = 0,
+    work_dir: Path = Path("runs/clap"),
+    checkpoint_every: int = 250,
+    device: str | None = None,
+    workers: int = 1,
+    config: MiniClapConfig | None = None,
+    command: str | None = None,
+) -> dict:
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    # data
+    train = build_dataset(seed, n_clips, "train", work_dir / "cache", workers)
+    heldout = build_dataset(seed, eval_n, "heldout", work_dir / "cache", workers)
+    logmel = torch.from_numpy(train["logmel"])
+    captions, swapped, open_prompts = train["caption"], train["swapped"], train["open_prompt"]
+
+    # model
+    config = config or MiniClapConfig()
+    model = MiniClapModel(config).to(dev)
+    text_encoder = TextEncoder.from_pretrained(config.text_encoder, max_length=config.text_max_length).to(dev)
+    clap = MiniClap(model, text_encoder, dev)
+    # the text encoder is frozen: its token states for every training text are computed once
+    vocab = sorted(set(captions) | set(swapped) | set(open_prompts) - {""})
+    text_id = {t: i for i, t in enumerate(vocab)}
+    states, mask = encode_texts(text_encoder, vocab, work_dir / "cache" / f"text-states-{seed}-{n_clips}.pt")
+    caption_id = torch.tensor([text_id[c] for c in captions])
+    swapped_id = torch.tensor([text_id[c] if c else -1 for c in swapped])
+    open_id = torch.tensor([text_id[c] if c else -1 for c in open_prompts])
+    stage = Stage("clap", model, work_dir, steps, lr, warmup=100)
+    model.train()
+
+    # loop
+    bar = tqdm(total=steps, initial=stage.step, desc="clap")
+    while not stage.done:
+        idx = torch.randint(len(logmel), (batch_size,), generator=g)
+        use_open = (open_id[idx] >= 0) & (torch.rand(batch_size, generator=g) < 0.5)
+        ids = torch.where(use_open, open_id[idx], caption_id[idx])
+        negatives = swapped_id[idx][(swapped_id[idx] >= 0) & ~use_open]
+        rows = torch.cat([ids, negatives])
+        t = F.normalize(model.text_forward(states[rows].float().to(dev), mask[rows].to(dev)), dim=-1)
+        a = F.normalize(model.audio_forward(logmel[idx].float().to(dev)), dim=-1)
+        scale = model.logit_scale.clamp(max=math.log(100)).exp()
+        logits = scale * a @ t.T  # [B, B + negatives]: each clip against every caption and every reordered one
+        # the same text may describe several clips in a batch (e.g. a scene prompt): all count as matches
+        same = (ids[:, None] == ids[None, :]).to(dev)
+        target = same.float() / same.sum(1, keepdim=True)
+        loss_a = torch.sum(-target * F.log_softmax(logits, dim=1)[:, :batch_size], dim=1).mean()
+        loss_t = torch.sum(-target * F.log_softmax(logits[:, :batch_size].T, dim=1), dim=1).mean()
+        loss = (loss_a + loss_t) / 2
+        stage.update(loss)
+        show(bar, stage.record(loss=loss, scale=scale))
+        bar.update(1)
+        if stage.step % checkpoint_every == 0 or stage.done:
+            stage.save_state()
+    bar.close()
+
+    # checkpoint + evaluation
+    model.eval()
+    metrics = retrieval(clap, heldout["logmel"], [str(c) for c in heldout["caption"]])
+    metrics["heldout.order_accuracy"] = order_accuracy(clap, heldout["logmel"], heldout["caption"], heldout["swapped"])
+    metrics["heldout.clips"] = float(len(heldout["caption"]))
+    model.cpu().save_pretrained(out)
+    write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": {"steps": stage.step, "batch_size": batch_size, "n_clips": n_clips, "lr": lr, "device": str(dev), "text_encoder": config.text_encoder}})
+    return metrics
+
