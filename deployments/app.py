@@ -1,7 +1,8 @@
-"""The Ray Serve application: FastAPI ingress -> Generator (batched) [-> Reranker, Rewriter as they land].
+"""The Ray Serve application: FastAPI ingress -> Generator (batched) -> Reranker [Rewriter as it lands].
 
 Deployments are thin: the Generator wraps `services.generator.TangoPipeline` and the grouping logic
-of `services.pipeline`; everything that decides results lives in services/ and runs without Ray.
+of `services.pipeline`, the Reranker wraps `services.reward.RewardModel` (its head in ONNX Runtime);
+everything that decides results lives in services/ and runs without Ray.
 
     serve run deployments.app:build_app                   # or: tta serve
     curl -s -X POST localhost:8000/v1/audio/generations -H 'Accept: audio/wav' \\
@@ -33,7 +34,7 @@ from deployments.schemas import (
     check_prompt,
 )
 from services.audio import encode_audio
-from services.pipeline import GeneratedAudio, GenerationCall, GenerationSettings, check_call, generate_grouped, rank_candidates
+from services.pipeline import GeneratedAudio, GenerationCall, GenerationSettings, check_call, generate_grouped, order_by_reward
 from tta import __version__
 
 MAX_BATCH_WAVEFORMS = 16  # one UNet batch holds at most this many waveforms (x2 with guidance)
@@ -79,6 +80,27 @@ class Generator:
         return await self.generate_batch(call)
 
 
+@serve.deployment(max_ongoing_requests=32, max_queued_requests=64, ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+class Reranker:
+    """BATON reward model replica: scores the candidates of one prompt at a time (never across prompts)."""
+
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx") -> None:
+        from services.checkpoints import shipped
+        from services.manifest import checkpoint_version
+        from services.reward import RewardModel
+
+        directory = Path(checkpoint) if checkpoint else shipped("reward")
+        self.model = RewardModel.from_pretrained(directory, device or "cpu", backend=backend)
+        self.version = checkpoint_version(directory)
+
+    def info(self) -> dict[str, Any]:
+        onnx = self.model.onnx_head
+        return {"version": self.version, "backend": self.model.backend, "providers": onnx.providers if onnx else None, "clap_sample_rate": self.model.clap.sample_rate}
+
+    async def score(self, prompt: str, waveforms, sample_rate: int) -> list[float]:
+        return (await asyncio.to_thread(self.model.score, prompt, waveforms, sample_rate)).tolist()
+
+
 api = FastAPI(title="Aligned text-to-audio", version=__version__, description="Prompt -> N candidate clips -> the one people are most likely to accept.")
 
 
@@ -94,16 +116,22 @@ def _audio_format(request: Request, params: GenerationParameters) -> tuple[str, 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, generator: DeploymentHandle) -> None:
+    def __init__(self, generator: DeploymentHandle, reranker: DeploymentHandle | None = None) -> None:
         self.generator = generator
         self.rewriter = None  # lands with the rewriter issue
-        self.reranker = None  # lands with the reward-model issue
+        self.reranker = reranker
         self._info: dict[str, Any] | None = None
+        self._reranker_info: dict[str, Any] | None = None
 
     async def _generator_info(self) -> dict[str, Any]:
         if self._info is None:
             self._info = await self.generator.info.remote()
         return self._info
+
+    async def _rerank_info(self) -> dict[str, Any] | None:
+        if self.reranker is not None and self._reranker_info is None:
+            self._reranker_info = await self.reranker.info.remote()
+        return self._reranker_info
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -113,13 +141,14 @@ class Ingress:
     async def readyz(self) -> JSONResponse:
         try:
             info = await asyncio.wait_for(self._generator_info(), timeout=5)
+            reranker = await asyncio.wait_for(self._rerank_info(), timeout=5)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return JSONResponse({"status": "not ready", "reason": f"{type(exc).__name__}: {exc}"}, status_code=503)
-        return JSONResponse({"status": "ready", "generator": info["version"]})
+        return JSONResponse({"status": "ready", "generator": info["version"], "reranker": reranker["version"] if reranker else None})
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
-        return {"generator": await self._generator_info(), "rewriter": None, "reranker": None}
+        return {"generator": await self._generator_info(), "rewriter": None, "reranker": await self._rerank_info()}
 
     async def _generate(self, prompt: str, params: GenerationParameters, fmt: str) -> GenerationResponse:
         if params.rewrite and self.rewriter is None:
@@ -128,7 +157,9 @@ class Ingress:
         settings = GenerationSettings(params.steps, params.guidance_scale, params.duration_s, params.scheduler, params.negative_prompt)
         audio: GeneratedAudio = await self.generator.generate.remote(GenerationCall(prompt, params.num_candidates, params.seed, settings))
         t1 = time.perf_counter()
-        candidates = rank_candidates(prompt, audio, self.reranker)
+        # the reward judges the user's prompt, on this prompt's candidates only
+        rewards = await self.reranker.score.remote(prompt, audio.waveforms, audio.sample_rate) if self.reranker is not None else None
+        candidates = order_by_reward(audio, rewards)
         t2 = time.perf_counter()
 
         def b64(c) -> str:
@@ -148,7 +179,7 @@ class Ingress:
             candidates=[CandidateOut(index=c.index, seed=c.seed, reward=c.reward, audio=b64(c) if params.return_candidates == "all" else None) for c in candidates],
             settings=audio.settings,
             timings={"rewrite_s": 0.0, "generate_s": t1 - t0, "rerank_s": t2 - t1, "total_s": time.perf_counter() - t0, "batch_waveforms": float(audio.batch_waveforms)},
-            models={"generator": info["version"], "rewriter": None, "reranker": None},
+            models={"generator": info["version"], "rewriter": None, "reranker": (await self._rerank_info() or {}).get("version")},
         )
 
     @api.post("/v1/audio/generations", response_model=GenerationResponse, responses={200: {"content": {"audio/wav": {}, "audio/flac": {}}}})
@@ -167,6 +198,7 @@ class Ingress:
             "X-Rewritten-Prompt": quote(result.rewritten_prompt or ""),
             "X-Sample-Rate": str(result.sample_rate),
             "X-Model-Generator": result.models["generator"] or "",
+            "X-Model-Reranker": result.models["reranker"] or "",
             "X-Generate-Seconds": f"{result.timings['generate_s']:.3f}",
         }
         return Response(content=base64.b64decode(result.audio), media_type=f"audio/{fmt}", headers=headers)
@@ -199,7 +231,14 @@ def start_local_serve(host: str = "127.0.0.1", port: int = 8000, num_cpus: int |
 
 
 def build_app(args: dict[str, Any] | None = None):
-    """Application builder (`serve run deployments.app:build_app checkpoint=DIR device=cpu`)."""
+    """Application builder (`serve run deployments.app:build_app checkpoint=DIR device=cpu`).
+
+    args: checkpoint (generator dir), device, batch_wait_timeout_s, reward_checkpoint (reward model
+    dir; default the shipped one), reranker_backend (onnx | torch), reranker ("none" deploys no
+    reranker: candidates then come back in generation order without rewards)."""
     args = dict(args or {})
     generator = Generator.bind(checkpoint=args.get("checkpoint"), device=args.get("device"), batch_wait_timeout_s=float(args.get("batch_wait_timeout_s", 0.05)))
-    return Ingress.bind(generator)
+    reranker = None
+    if str(args.get("reranker", "reward")).lower() != "none":
+        reranker = Reranker.bind(checkpoint=args.get("reward_checkpoint"), device=args.get("device"), backend=args.get("reranker_backend", "onnx"))
+    return Ingress.bind(generator, reranker)

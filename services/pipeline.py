@@ -117,7 +117,13 @@ class Candidate:
 
 def rank_candidates(prompt: str, audio: GeneratedAudio, reranker: Reranker | None) -> list[Candidate]:
     """The candidates of one prompt, best first by reward; generation order when there is no reranker."""
-    rewards = reranker.score(prompt, audio.waveforms, audio.sample_rate) if reranker is not None else None
+    return order_by_reward(audio, reranker.score(prompt, audio.waveforms, audio.sample_rate) if reranker is not None else None)
+
+
+def order_by_reward(audio: GeneratedAudio, rewards: np.ndarray | list[float] | None) -> list[Candidate]:
+    """One prompt's candidates with their rewards (scored for that prompt alone), best first."""
+    if rewards is not None and len(rewards) != len(audio.seeds):
+        raise ValueError(f"got {len(rewards)} rewards for {len(audio.seeds)} candidates")
     candidates = [Candidate(j, audio.seeds[j], audio.waveforms[j], None if rewards is None else float(rewards[j])) for j in range(len(audio.seeds))]
     if rewards is not None:
         candidates.sort(key=lambda c: -c.reward)  # stable: ties keep generation order

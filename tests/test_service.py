@@ -54,7 +54,10 @@ def test_health_readiness_models_and_openapi(url):
     ready = httpx.get(f"{url}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json()["generator"] == checkpoint_version(shipped("generator"))
     models = httpx.get(f"{url}/v1/models", timeout=30).json()
-    assert models["generator"]["sample_rate"] == 16000 and models["reranker"] is None
+    assert models["generator"]["sample_rate"] == 16000
+    assert models["reranker"]["version"] == checkpoint_version(shipped("reward")) and models["reranker"]["backend"] == "onnx"
+    assert "CPUExecutionProvider" in models["reranker"]["providers"]
+    assert ready.json()["reranker"] == models["reranker"]["version"]
     assert "/v1/audio/generations" in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
@@ -64,7 +67,11 @@ def test_generation_json_with_every_candidate(url):
     body = r.json()
     audio, sr = decode(body["audio"])
     assert sr == body["sample_rate"] == 16000 and audio.shape == (65536,) and np.abs(audio).max() > 0
-    assert [c["seed"] for c in body["candidates"]] == [7, 8, 9] and body["seed"] == 7
+    # best first by reward: the response's clip is the top-ranked candidate, its seed one of 7, 8, 9
+    rewards = [c["reward"] for c in body["candidates"]]
+    assert rewards == sorted(rewards, reverse=True) and all(0 < r < 1 for r in rewards)
+    assert sorted(c["seed"] for c in body["candidates"]) == [7, 8, 9] and body["seed"] == body["candidates"][0]["seed"]
+    assert body["reward"] == rewards[0] and body["models"]["reranker"].startswith("reward@")
     assert all(c["audio"] for c in body["candidates"]) and body["candidates"][0]["audio"] == body["audio"]
     assert body["settings"]["steps"] == 2 and body["models"]["generator"].startswith("generator@")
     assert {"generate_s", "rerank_s", "total_s"} <= set(body["timings"])

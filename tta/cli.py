@@ -397,7 +397,7 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
 
 
 @eval_.command("rerank")
-@click.option("--n", "n", type=click.IntRange(1), default=60, show_default=True, help="held-out prompts per task (integrity, temporal)")
+@click.option("--n", "n", type=click.IntRange(1), default=30, show_default=True, help="held-out prompts per task (integrity, temporal)")
 @click.option("--k", "k", type=click.IntRange(1, 16), default=8, show_default=True, help="candidates generated per prompt (the largest N)")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/rerank"), show_default=True, help="generated candidates are cached here and resumed")
 @click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator (default: the shipped one)")
@@ -439,7 +439,9 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
 @click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator directory (default: the shipped mini default)")
 @click.option("--device", default=None, help="generator device, cpu or cuda[:i] (default: cuda when the replica has a GPU)")
 @click.option("--num-cpus", type=click.IntRange(1), default=None, help="CPUs Ray may use (default: all)")
-def serve_cmd(host: str, port: int, checkpoint: Path | None, device: str | None, num_cpus: int | None) -> None:
+@click.option("--reward", "reward_checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model directory (default: the shipped mini default)")
+@click.option("--reranker", type=click.Choice(["reward", "none"]), default="reward", show_default=True, help="none: no reranking, candidates in generation order")
+def serve_cmd(host: str, port: int, checkpoint: Path | None, device: str | None, num_cpus: int | None, reward_checkpoint: Path | None, reranker: str) -> None:
     """Start Ray, deploy the service and serve HTTP until interrupted (OpenAPI at /docs)."""
     import time
 
@@ -448,7 +450,8 @@ def serve_cmd(host: str, port: int, checkpoint: Path | None, device: str | None,
     from deployments.app import build_app, start_local_serve
 
     start_local_serve(host, port, num_cpus)
-    serve.run(build_app({"checkpoint": str(checkpoint) if checkpoint else None, "device": device}), name="tta", route_prefix="/")
+    args = {"checkpoint": str(checkpoint) if checkpoint else None, "device": device, "reward_checkpoint": str(reward_checkpoint) if reward_checkpoint else None, "reranker": reranker}
+    serve.run(build_app(args), name="tta", route_prefix="/")
     click.echo(f"serving on http://{host}:{port} (OpenAPI at /docs); Ctrl-C stops")
     try:
         while True:

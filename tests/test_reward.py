@@ -1,0 +1,170 @@
+"""BATON's reward head (shape, loss), ONNX parity, metrics, per-prompt best-of-N, and the feedback
+dataset builder (resume, refusal of a different build) on a tiny generator with the shipped oracle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from services.reward import ONNX_NAME, ClapReranker, OnnxRewardHead, RewardHead, RewardHeadConfig, RewardModel, export_onnx, reward_loss
+from training.eval_rerank import CandidateScores, pick_accuracy, rerank_table
+from training.train_reward import roc_auc
+
+
+def test_head_is_batons_mlp_1024_512_1_with_a_sigmoid():
+    head = RewardHead(RewardHeadConfig())
+    shapes = [tuple(p.shape) for p in head.parameters()]
+    assert shapes == [(512, 1024), (512,), (1, 512), (1,)]
+    r = head(torch.randn(5, 512), torch.randn(5, 512))
+    assert r.shape == (5,) and bool(((r > 0) & (r < 1)).all())
+
+
+def test_loss_is_binary_cross_entropy_against_the_label():
+    torch.manual_seed(0)
+    head = RewardHead(RewardHeadConfig(embed_dim=8, hidden_dim=4))
+    a, t, y = torch.randn(6, 8), torch.randn(6, 8), torch.tensor([0, 1, 1, 0, 1, 0])
+    p = head(a, t)
+    expected = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+    assert torch.allclose(reward_loss(head, a, t, y), expected, atol=1e-6)
+    # the loss pulls the reward toward the label
+    opt = torch.optim.SGD(head.parameters(), lr=0.5)
+    before = reward_loss(head, a, t, y).item()
+    for _ in range(20):
+        opt.zero_grad()
+        reward_loss(head, a, t, y).backward()
+        opt.step()
+    assert reward_loss(head, a, t, y).item() < before
+
+
+def test_onnx_head_matches_torch_on_any_batch_size(tmp_path):
+    torch.manual_seed(0)
+    head = RewardHead(RewardHeadConfig()).eval()
+    export_onnx(head, tmp_path / ONNX_NAME)
+    session = OnnxRewardHead(tmp_path / ONNX_NAME, "cpu")
+    assert session.providers[-1] == "CPUExecutionProvider"
+    for n in (1, 3, 17):
+        a, t = np.random.default_rng(n).standard_normal((2, n, 512)).astype(np.float32)
+        with torch.no_grad():
+            want = head(torch.from_numpy(a), torch.from_numpy(t)).numpy()
+        assert np.abs(session(a, t) - want).max() < 1e-4
+
+
+def test_roc_auc_counts_ordered_pairs_and_ties():
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)
+    assert np.isnan(roc_auc(np.array([0.2, 0.3]), np.array([1, 1])))
+
+
+def test_pickers_choose_within_each_prompt_only():
+    # prompt 0: the second candidate is right and scores highest; prompt 1: nothing is right but
+    # its scores are the largest overall - a picker mixing prompts would pick from it twice
+    labels = np.array([[0, 1, 0, 0], [0, 0, 0, 0]])
+    scores = np.array([[0.1, 0.9, 0.2, 0.3], [5.0, 6.0, 7.0, 8.0]])
+    s = CandidateScores(labels, clap=-scores, reward=scores)
+    acc = pick_accuracy(s, 4)
+    assert acc == {"random": pytest.approx(1 / 8), "clap": 0.0, "reward": 0.5, "ceiling": 0.5}
+    assert pick_accuracy(s, 1) == {"random": 0.0, "clap": 0.0, "reward": 0.0, "ceiling": 0.0}
+    table = rerank_table({"temporal": s}, (1, 2, 4, 8))
+    assert table["temporal.reward.n4"] == 0.5 and "temporal.reward.n8" not in table
+
+
+class CountingClap:
+    """A real mini CLAP that records which clips each embed_audio call saw."""
+
+    def __init__(self, clap) -> None:
+        self.clap, self.calls = clap, []
+        self.sample_rate, self.embed_dim = clap.sample_rate, clap.embed_dim
+
+    def embed_text(self, texts):
+        return self.clap.embed_text(texts)
+
+    def embed_audio(self, waveforms, sample_rate):
+        self.calls.append(len(waveforms))
+        return self.clap.embed_audio(waveforms, sample_rate)
+
+    def score(self, texts, waveforms, sample_rate):
+        return self.clap.score(texts, waveforms, sample_rate)
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model():
+    from services.clap import MiniClap, MiniClapConfig, MiniClapModel
+    from services.text_encoder import MINILM, TextEncoder
+
+    torch.manual_seed(0)
+    clap = MiniClap(MiniClapModel(MiniClapConfig(channels=[4, 8, 8, 16], audio_layers=1, embed_dim=32)), TextEncoder.from_pretrained(MINILM, 32))
+    return RewardModel(CountingClap(clap), RewardHead(RewardHeadConfig(embed_dim=32, hidden_dim=16)))
+
+
+def test_pipeline_reranks_the_candidates_of_each_prompt_separately(tiny_reward_model):
+    from services.pipeline import GeneratedAudio, rank_candidates
+
+    rng = np.random.default_rng(0)
+    wav = rng.standard_normal((2, 3, 8000)).astype(np.float32) * 0.1
+    tiny_reward_model.clap.calls.clear()
+    ranked = []
+    for i, prompt in enumerate(["a dog barks", "a bell rings"]):
+        audio = GeneratedAudio(waveforms=wav[i], seeds=[10 * i + j for j in range(3)], sample_rate=16000, settings={}, seconds=0.0, batch_waveforms=3)
+        ranked.append(rank_candidates(prompt, audio, tiny_reward_model))
+    assert tiny_reward_model.clap.calls == [3, 3]  # one prompt's candidates at a time
+    for i, r in enumerate(ranked):
+        rewards = [c.reward for c in r]
+        assert rewards == sorted(rewards, reverse=True)
+        own = tiny_reward_model.score(["a dog barks", "a bell rings"][i], wav[i], 16000)
+        assert np.allclose(sorted(own, reverse=True), rewards, atol=1e-6)
+    # the CLAP baseline reranker follows the same protocol
+    assert ClapReranker(tiny_reward_model.clap).score("a dog barks", wav[0], 16000).shape == (3,)
+
+
+def test_reward_model_directory_round_trip_with_onnx_backend(tiny_reward_model, tmp_path):
+    tiny_reward_model.clap.clap.model.save_pretrained(tmp_path / "clap")
+    head = RewardHead(RewardHeadConfig(clap="../clap", embed_dim=32, hidden_dim=16))
+    head.load_state_dict(tiny_reward_model.head.state_dict())
+    head.save_pretrained(tmp_path / "reward")
+    export_onnx(head, tmp_path / "reward" / ONNX_NAME)
+    wav = np.random.default_rng(1).standard_normal((4, 8000)).astype(np.float32) * 0.1
+    torch_rm = RewardModel.from_pretrained(tmp_path / "reward")
+    onnx_rm = RewardModel.from_pretrained(tmp_path / "reward", backend="onnx")
+    assert onnx_rm.backend == "onnx" and torch_rm.backend == "torch"
+    assert np.abs(torch_rm.score("a dog barks", wav, 16000) - onnx_rm.score("a dog barks", wav, 16000)).max() < 1e-4
+    assert np.allclose(torch_rm.score("a dog barks", wav, 16000), tiny_reward_model.score("a dog barks", wav, 16000), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown backend"):
+        RewardModel.from_pretrained(tmp_path / "reward", backend="tensorrt")
+
+
+def test_build_dataset_labels_resumes_and_refuses_another_build(tmp_path):
+    from services.generator import TangoPipeline  # noqa: F401  (tiny pipeline comes from the generator tests)
+    from services.text_encoder import MINILM, TextEncoder
+    from tests.test_generator import tiny_pipeline
+    from training.annotation import SimulatedAnnotator, read_annotations
+    from training.build_dataset import BuildSettings, DatasetError, build_dataset, compose_prompts, load_dataset_records
+    from training.world.oracle import load_oracle
+
+    pipe = tiny_pipeline(TextEncoder.from_pretrained(MINILM, 32))
+    prompts = compose_prompts("temporal", 3, seed=0)
+    assert all(len(p.events) == 3 and p.relation == "sequence" for p in prompts)
+    settings = BuildSettings(task="temporal", clips_per_prompt=2, seed=0, generator="tiny@test")
+    annotator = SimulatedAnnotator(load_oracle(), flip_rate=0.5, seed=0)
+    summary = build_dataset(tmp_path / "ds", prompts, pipe, settings, annotator, prompts_per_chunk=2, progress=False)
+    assert summary["clips"] == 6 and summary["prompts"] == 3 and 0 <= summary["accept_rate"] <= 1
+    records = read_annotations(tmp_path / "ds" / "records.jsonl")
+    assert [r.audio for r in records] == [f"audio/{i:05d}_{j}.flac" for i in range(3) for j in range(2)]
+    assert all((tmp_path / "ds" / r.audio).is_file() for r in records)
+    assert len(load_dataset_records(tmp_path / "ds")) == 6
+    # a rerun skips finished chunks: remove one chunk and only that one is made again, identically
+    before = (tmp_path / "ds" / "audio" / "00002_1.flac").read_bytes()
+    (tmp_path / "ds" / "parts" / "00001.clips.jsonl").unlink()
+    (tmp_path / "ds" / "audio" / "00002_1.flac").unlink()
+    mtime = (tmp_path / "ds" / "audio" / "00000_0.flac").stat().st_mtime_ns
+    build_dataset(tmp_path / "ds", prompts, pipe, settings, annotator, prompts_per_chunk=2, progress=False)
+    assert (tmp_path / "ds" / "audio" / "00002_1.flac").read_bytes() == before
+    assert (tmp_path / "ds" / "audio" / "00000_0.flac").stat().st_mtime_ns == mtime
+    assert json.loads((tmp_path / "ds" / "summary.json").read_text())["clips"] == 6
+    # another build into the same directory is refused, naming what differs
+    with pytest.raises(DatasetError, match="clips_per_prompt"):
+        build_dataset(tmp_path / "ds", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=3, seed=0, generator="tiny@test"), annotator, progress=False)
+    with pytest.raises(DatasetError, match="do not fit task 'temporal'"):
+        build_dataset(tmp_path / "ds2", compose_prompts("integrity", 2), pipe, settings, annotator, progress=False)
