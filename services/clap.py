@@ -50,6 +50,7 @@ class ClapEmbedder:
 
     sample_rate: int
     device: torch.device
+    embed_dim: int
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError

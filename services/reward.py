@@ -103,8 +103,8 @@ class RewardModel:
     """CLAP embedder + reward head; scores (prompt, clip) pairs and reranks candidates per prompt."""
 
     def __init__(self, clap: ClapEmbedder, head: RewardHead, onnx_head: OnnxRewardHead | None = None) -> None:
-        if head.config.embed_dim != clap.embed_dim:  # type: ignore[attr-defined]
-            raise CheckpointError(f"reward head reads {head.config.embed_dim}-d embeddings, the CLAP gives {clap.embed_dim}")  # type: ignore[attr-defined]
+        if head.config.embed_dim != clap.embed_dim:
+            raise CheckpointError(f"reward head reads {head.config.embed_dim}-d embeddings, the CLAP gives {clap.embed_dim}")
         self.clap, self.head, self.onnx_head = clap, head.eval(), onnx_head
 
     @classmethod

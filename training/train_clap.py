@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from services.audio import MelSpectrogram
+from services.audio import MelConfig, MelSpectrogram
 from services.clap import MiniClap, MiniClapConfig, MiniClapModel
 from services.manifest import write_manifest
 from services.text_encoder import TextEncoder
@@ -43,7 +43,7 @@ def reordered_caption(spec: ClipSpec, rng: np.random.Generator) -> str | None:
 
 def _render_chunk(args: tuple[int, int, int, str]) -> tuple[np.ndarray, list[str], list[str | None], list[str | None]]:
     seed, start, n, split = args
-    mel = MelSpectrogram(MiniClapModel(MiniClapConfig()).mel_cfg)
+    mel = MelSpectrogram(MelConfig.from_dict(MiniClapConfig().mel))
     audio, captions, swapped, open_prompts = [], [], [], []
     for i in range(start, start + n):
         scene = np.random.default_rng([seed, 53, i]).random() < SCENE_FRACTION
@@ -104,10 +104,16 @@ def encode_texts(text_encoder: TextEncoder, texts: list[str], cache: Path, batch
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def retrieval(clap: MiniClap, logmel: np.ndarray, texts: list[str], batch: int = 100) -> dict[str, float]:
-    """Text->audio and audio->text recall@1/@10 over the whole set (clip i matches text i)."""
+def audio_embeddings(clap: MiniClap, logmel: np.ndarray, batch: int = 100) -> torch.Tensor:
+    """Normalised audio embeddings of cached log-mels [N, mels, frames] -> [N, D]."""
     model = clap.model.eval()
-    audio = torch.cat([F.normalize(model.audio_forward(torch.from_numpy(logmel[i : i + batch]).float().to(clap.device)), dim=-1).cpu() for i in range(0, len(logmel), batch)])
+    return torch.cat([F.normalize(model.audio_forward(torch.from_numpy(logmel[i : i + batch]).float().to(clap.device)), dim=-1).cpu() for i in range(0, len(logmel), batch)])
+
+
+@torch.no_grad()
+def retrieval(clap: MiniClap, logmel: np.ndarray, texts: list[str]) -> dict[str, float]:
+    """Text->audio and audio->text recall@1/@10 over the whole set (clip i matches text i)."""
+    audio = audio_embeddings(clap, logmel)
     text = torch.from_numpy(clap.embed_text(texts))
     sim = text @ audio.T
     target = torch.arange(len(texts))
@@ -120,13 +126,12 @@ def retrieval(clap: MiniClap, logmel: np.ndarray, texts: list[str], batch: int =
 
 
 @torch.no_grad()
-def order_accuracy(clap: MiniClap, logmel: np.ndarray, captions: np.ndarray, swapped: np.ndarray, batch: int = 100) -> float:
+def order_accuracy(clap: MiniClap, logmel: np.ndarray, captions: np.ndarray, swapped: np.ndarray) -> float:
     """Share of sequence clips whose true caption scores above the same caption in another order."""
     idx = np.flatnonzero(swapped != "")
     if not len(idx):
         return float("nan")
-    model = clap.model.eval()
-    audio = torch.cat([F.normalize(model.audio_forward(torch.from_numpy(logmel[idx[i : i + batch]]).float().to(clap.device)), dim=-1).cpu() for i in range(0, len(idx), batch)]).numpy()
+    audio = audio_embeddings(clap, logmel[idx]).numpy()
     true = np.sum(clap.embed_text(list(captions[idx])) * audio, -1)
     wrong = np.sum(clap.embed_text(list(swapped[idx])) * audio, -1)
     return float(np.mean(true > wrong))

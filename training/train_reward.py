@@ -37,6 +37,10 @@ class LabelledClips:
     audio_emb: np.ndarray | None = None
     text_emb: np.ndarray | None = None
 
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[AnnotationRecord, Path]]) -> LabelledClips:
+        return cls([r for r, _ in pairs], [p for _, p in pairs])
+
     @property
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.records], dtype=np.float32)

@@ -158,7 +158,7 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
         importer = import_baton_records if fmt == "records" else import_grouped_ratings
         for f in label_files:
             pairs += [(r, audio_root / r.audio) for r in importer(f, task)]  # type: ignore[arg-type, operator]
-        evals = {f"heldout_{d.name}": LabelledClips(*map(list, zip(*load_dataset_records(d)))) for d in eval_dirs}
+        evals = {f"heldout_{d.name}": LabelledClips.from_pairs(load_dataset_records(d)) for d in eval_dirs}
     except (DatasetError, AnnotationFileError) as exc:
         _fail(str(exc))
     missing = [str(p) for _, p in pairs if not p.is_file()]
@@ -167,7 +167,7 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
     clap_dir = clap_dir or shipped("clap")
     clap = load_clap(clap_dir, device)
     cache = work_dir / f"audio-embeddings-{checkpoint_version(clap_dir)}.npz"
-    clips = embed_clips(LabelledClips([r for r, _ in pairs], [p for _, p in pairs]), clap, cache)
+    clips = embed_clips(LabelledClips.from_pairs(pairs), clap, cache)
     evals = {name: embed_clips(c, clap, cache) for name, c in evals.items()}
     sources = [str(d) for d in data_dirs] + [str(f) for f in label_files]
     metrics = train_reward(clips, clap, clap_dir, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_sets=evals, command=_command_line(), sources=sources)
