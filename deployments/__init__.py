@@ -1,4 +1,3 @@
-"""Ray Serve deployments over services/ (issue 7): thin wrappers, FastAPI ingress, serve config.
-
-Nothing here yet; services/ holds the model code they will wrap and never imports Ray.
-"""
+"""Ray Serve deployments over services/: thin wrappers (app.py), HTTP schemas (schemas.py), serve
+configs (configs/*.yaml, config.py) and metrics (metrics.py). schemas.py imports no Ray, so the
+clients share it."""

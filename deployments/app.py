@@ -4,7 +4,7 @@ Deployments are thin: the Generator wraps `services.generator.TangoPipeline` and
 of `services.pipeline`, the Reranker wraps `services.reward.RewardModel` (its head in ONNX Runtime);
 everything that decides results lives in services/ and runs without Ray.
 
-    serve run deployments.app:build_app                   # or: tta serve
+    tta serve [--config deployments/configs/serve-cpu.yaml]   # or: serve run deployments/configs/serve-cpu.yaml
     curl -s -X POST localhost:8000/v1/audio/generations -H 'Accept: audio/wav' \\
          -d '{"prompt": "a dog barks, then a bell rings", "num_candidates": 4}' -o clip.wav
 """
@@ -12,6 +12,7 @@ everything that decides results lives in services/ and runs without Ray.
 # no `from __future__ import annotations` here: FastAPI must see the ingress methods' real types
 import asyncio
 import base64
+import math
 import time
 import uuid
 from pathlib import Path
@@ -19,10 +20,14 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.metrics import generator_batch_histogram, ingress_metrics
 from deployments.schemas import (
     BatchItem,
     BatchRequest,
@@ -45,18 +50,22 @@ def count_waveforms(calls: list[GenerationCall]) -> int:
     return sum(c.num_candidates for c in calls)
 
 
-@serve.deployment(max_ongoing_requests=32, max_queued_requests=64, ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+# queue limits as in deployments/configs/serve-cpu.yaml (the configs set them for real deployments)
+@serve.deployment(max_ongoing_requests=MAX_BATCH_WAVEFORMS, max_queued_requests=2 * MAX_BATCH_WAVEFORMS, ray_actor_options={"num_cpus": 1, "num_gpus": 0})
 class Generator:
     """TANGO generator replica: batches concurrent requests into one UNet batch per group of equal settings."""
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, batch_wait_timeout_s: float = 0.05) -> None:
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, dtype: str | None = None, batch_wait_timeout_s: float = 0.05, dynamic_batching: bool = True) -> None:
+        import torch
+
         from services.checkpoints import shipped
         from services.generator import TangoPipeline
         from services.manifest import checkpoint_version
 
         directory = Path(checkpoint) if checkpoint else shipped("generator")
-        self.pipe = TangoPipeline.from_pretrained(directory, device=device)
+        self.pipe = TangoPipeline.from_pretrained(directory, device=device, dtype=getattr(torch, dtype) if dtype else None)
         self.version = checkpoint_version(directory)
+        self.dynamic_batching = dynamic_batching
         self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict[str, Any]:
@@ -67,17 +76,28 @@ class Generator:
             "dtype": str(self.pipe.dtype).removeprefix("torch."),
             "sample_rate": self.pipe.sample_rate,
             "max_duration_s": c.max_duration_s,
+            "dynamic_batching": self.dynamic_batching,
             "defaults": {"steps": c.default_steps, "guidance_scale": c.default_guidance_scale, "scheduler": c.default_scheduler, "duration_s": c.default_duration_s},
         }
 
     @serve.batch(max_batch_size=MAX_BATCH_WAVEFORMS, batch_wait_timeout_s=0.05, batch_size_fn=count_waveforms)
     async def generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+        return await self._run(calls)
+
+    async def _run(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+        generator_batch_histogram().observe(count_waveforms(calls))
         # the torch call blocks; run it off the replica's event loop so requests keep queueing meanwhile
-        return await asyncio.to_thread(generate_grouped, self.pipe, calls)
+        return await asyncio.to_thread(generate_grouped, self.pipe, calls, return_exceptions=True)
 
     async def generate(self, call: GenerationCall) -> GeneratedAudio:
         check_call(self.pipe, call)  # before batching: a bad call must not fail its batch mates
-        return await self.generate_batch(call)
+        if self.dynamic_batching:
+            result = await self.generate_batch(call)
+        else:  # the benchmark's baseline: one generator call per request
+            (result,) = await self._run([call])
+        if isinstance(result, Exception):  # its group failed (e.g. GenerationTimeout); other groups did not
+            raise result
+        return result
 
 
 @serve.deployment(max_ongoing_requests=32, max_queued_requests=64, ray_actor_options={"num_cpus": 1, "num_gpus": 0})
@@ -104,6 +124,12 @@ class Reranker:
 api = FastAPI(title="Aligned text-to-audio", version=__version__, description="Prompt -> N candidate clips -> the one people are most likely to accept.")
 
 
+@api.exception_handler(RequestValidationError)
+async def _count_invalid_input(request: Request, exc: RequestValidationError):
+    ingress_metrics().error("invalid_input")
+    return await request_validation_exception_handler(request, exc)
+
+
 def _audio_format(request: Request, params: GenerationParameters) -> tuple[str, bool]:
     """(format, raw): an Accept header naming audio/wav or audio/flac asks for the bytes themselves."""
     accept = request.headers.get("accept", "").lower()
@@ -113,13 +139,22 @@ def _audio_format(request: Request, params: GenerationParameters) -> tuple[str, 
     return params.response_format, False
 
 
-@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+class ServiceUnavailable(Exception):
+    """A stage refused the request (its queue is full, or it has no replica): 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@serve.deployment(max_ongoing_requests=256, max_queued_requests=256, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, generator: DeploymentHandle, reranker: DeploymentHandle | None = None) -> None:
+    def __init__(self, generator: DeploymentHandle, reranker: DeploymentHandle | None = None, request_timeout_s: float = 120.0) -> None:
         self.generator = generator
         self.rewriter = None  # lands with the rewriter issue
         self.reranker = reranker
+        self.request_timeout_s = request_timeout_s
         self._info: dict[str, Any] | None = None
         self._reranker_info: dict[str, Any] | None = None
 
@@ -148,14 +183,40 @@ class Ingress:
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
-        return {"generator": await self._generator_info(), "rewriter": None, "reranker": await self._rerank_info()}
+        return {"generator": await self._generator_info(), "rewriter": None, "reranker": await self._rerank_info(), "request_timeout_s": self.request_timeout_s}
+
+    def _deadline(self, params: GenerationParameters) -> float:
+        return min(params.timeout_s, self.request_timeout_s) if params.timeout_s else self.request_timeout_s
+
+    async def _generate_within_deadline(self, prompt: str, params: GenerationParameters, fmt: str) -> GenerationResponse:
+        """_generate, or TimeoutError at the request's deadline (cancelling its stage calls);
+        ServiceUnavailable when a stage's queue is full. Counts errors by kind."""
+        metrics = ingress_metrics()
+        try:
+            return await asyncio.wait_for(self._generate(prompt, params, fmt), self._deadline(params))
+        except TimeoutError:
+            metrics.error("timeout")
+            raise
+        except BackPressureError as exc:
+            metrics.error("backpressure")
+            raise ServiceUnavailable(exc.message, exc.retry_after_s or 1.0) from exc
+        except DeploymentUnavailableError as exc:
+            metrics.error("backpressure")
+            raise ServiceUnavailable(exc.message, 5.0) from exc
+        except ValueError:
+            metrics.error("unservable")
+            raise
+        except Exception:
+            metrics.error("internal")
+            raise
 
     async def _generate(self, prompt: str, params: GenerationParameters, fmt: str) -> GenerationResponse:
         if params.rewrite and self.rewriter is None:
             raise ValueError("rewrite=true, but no rewriter is deployed; leave rewrite unset or false")
         t0 = time.perf_counter()
         settings = GenerationSettings(params.steps, params.guidance_scale, params.duration_s, params.scheduler, params.negative_prompt)
-        audio: GeneratedAudio = await self.generator.generate.remote(GenerationCall(prompt, params.num_candidates, params.seed, settings))
+        call = GenerationCall(prompt, params.num_candidates, params.seed, settings, deadline=time.time() + self._deadline(params))
+        audio: GeneratedAudio = await self.generator.generate.remote(call)
         t1 = time.perf_counter()
         # the reward judges the user's prompt, on this prompt's candidates only
         rewards = await self.reranker.score.remote(prompt, audio.waveforms, audio.sample_rate) if self.reranker is not None else None
@@ -166,6 +227,11 @@ class Ingress:
             return base64.b64encode(encode_audio(c.waveform, fmt, audio.sample_rate)).decode()
 
         best = candidates[0]
+        best_audio = b64(best)
+        outs = [CandidateOut(index=c.index, seed=c.seed, reward=c.reward, audio=(best_audio if k == 0 else b64(c)) if params.return_candidates == "all" else None) for k, c in enumerate(candidates)]
+        t3 = time.perf_counter()
+        timings = {"rewrite_s": 0.0, "generate_s": t1 - t0, "rerank_s": t2 - t1, "encode_s": t3 - t2, "total_s": t3 - t0, "batch_waveforms": float(audio.batch_waveforms)}
+        ingress_metrics().observe_request(timings, len(candidates), [c.reward for c in candidates])
         info = await self._generator_info()
         return GenerationResponse(
             id=uuid.uuid4().hex,
@@ -173,22 +239,34 @@ class Ingress:
             rewritten_prompt=None,
             sample_rate=audio.sample_rate,
             format=fmt,  # type: ignore[arg-type]
-            audio=b64(best),
+            audio=best_audio,
             reward=best.reward,
             seed=best.seed,
-            candidates=[CandidateOut(index=c.index, seed=c.seed, reward=c.reward, audio=b64(c) if params.return_candidates == "all" else None) for c in candidates],
+            candidates=outs,
             settings=audio.settings,
-            timings={"rewrite_s": 0.0, "generate_s": t1 - t0, "rerank_s": t2 - t1, "total_s": time.perf_counter() - t0, "batch_waveforms": float(audio.batch_waveforms)},
+            timings=timings,
             models={"generator": info["version"], "rewriter": None, "reranker": (await self._rerank_info() or {}).get("version")},
         )
 
-    @api.post("/v1/audio/generations", response_model=GenerationResponse, responses={200: {"content": {"audio/wav": {}, "audio/flac": {}}}})
+    @api.post(
+        "/v1/audio/generations",
+        response_model=GenerationResponse,
+        responses={
+            200: {"content": {"audio/wav": {}, "audio/flac": {}}},
+            503: {"description": "a stage's queue is full; retry after the Retry-After header's seconds"},
+            504: {"description": "not finished within the request's deadline (timeout_s)"},
+        },
+    )
     async def generations(self, body: GenerationRequest, request: Request):
         fmt, raw = _audio_format(request, body)
         try:
-            result = await self._generate(body.prompt, body, fmt)
+            result = await self._generate_within_deadline(body.prompt, body, fmt)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
+        except ServiceUnavailable as exc:
+            raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": str(math.ceil(exc.retry_after_s))}) from exc
+        except TimeoutError as exc:
+            raise HTTPException(status_code=504, detail=f"generation did not finish within {self._deadline(body):g} s") from exc
         if not raw:
             return result
         headers = {
@@ -207,7 +285,9 @@ class Ingress:
     async def batch(self, body: BatchRequest) -> BatchResponse:
         async def one(i: int, prompt: str) -> BatchItem:
             try:
-                return BatchItem(index=i, prompt=prompt, result=await self._generate(check_prompt(prompt), body, body.response_format))
+                return BatchItem(index=i, prompt=prompt, result=await self._generate_within_deadline(check_prompt(prompt), body, body.response_format))
+            except TimeoutError:
+                return BatchItem(index=i, prompt=prompt, error=f"TimeoutError: not finished within {self._deadline(body):g} s")
             except Exception as exc:  # noqa: BLE001 - one prompt's failure is reported with it and never sinks the others
                 return BatchItem(index=i, prompt=prompt, error=f"{type(exc).__name__}: {exc}")
 
@@ -216,29 +296,44 @@ class Ingress:
         return BatchResponse(results=list(items), succeeded=len(items) - failed, failed=failed)
 
 
-def start_local_serve(host: str = "127.0.0.1", port: int = 8000, num_cpus: int | None = None) -> None:
-    """Start Ray on this machine and Serve's HTTP proxy on host:port (what `tta serve` and the tests use)."""
-    import os
+BUILD_ARGS = {
+    "checkpoint": "generator directory (default: the shipped mini default)",
+    "device": "cpu | cuda[:i] for the generator and the reward model (default: cuda when the replica has a GPU)",
+    "dtype": "float16 | bfloat16 | float32 for the generator (default: float16 on CUDA, float32 on CPU)",
+    "batch_wait_timeout_s": "how long the generator waits to fill a batch (default 0.05)",
+    "dynamic_batching": "false: one generator call per request (the benchmark's baseline)",
+    "reward_checkpoint": "reward model directory (default: the shipped one)",
+    "reranker_backend": "onnx | torch for the reward head (default onnx)",
+    "reranker": "reward | none (none: candidates in generation order, without rewards)",
+    "request_timeout_s": "the longest a generation may take before 504 (default 120); requests may ask for less with timeout_s",
+}
 
-    import ray
 
-    # Serve gives its HTTP proxy 5 s to report ready; a loaded 2-core host can take longer, and a proxy
-    # that misses three checks is killed and restarted over and over. Operators can still override.
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
-    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
-    serve.start(http_options={"host": host, "port": port})
+def _flag(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
 
 
 def build_app(args: dict[str, Any] | None = None):
-    """Application builder (`serve run deployments.app:build_app checkpoint=DIR device=cpu`).
-
-    args: checkpoint (generator dir), device, batch_wait_timeout_s, reward_checkpoint (reward model
-    dir; default the shipped one), reranker_backend (onnx | torch), reranker ("none" deploys no
-    reranker: candidates then come back in generation order without rewards)."""
+    """Application builder (`serve run deployments.app:build_app device=cpu`, or a serve config's
+    `args`; see BUILD_ARGS). Unknown args are an error, so a typo in a config does not pass silently."""
     args = dict(args or {})
-    generator = Generator.bind(checkpoint=args.get("checkpoint"), device=args.get("device"), batch_wait_timeout_s=float(args.get("batch_wait_timeout_s", 0.05)))
+    unknown = set(args) - set(BUILD_ARGS)
+    if unknown:
+        raise ValueError(f"unknown build_app args {sorted(unknown)}; known: {', '.join(BUILD_ARGS)}")
+    dtype = args.get("dtype")
+    if dtype not in (None, "float16", "bfloat16", "float32"):
+        raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
+    reranker_kind = str(args.get("reranker", "reward")).lower()
+    if reranker_kind not in ("reward", "none"):
+        raise ValueError(f"reranker must be reward or none, got {reranker_kind!r}")
+    generator = Generator.bind(
+        checkpoint=args.get("checkpoint"),
+        device=args.get("device"),
+        dtype=dtype,
+        batch_wait_timeout_s=float(args.get("batch_wait_timeout_s", 0.05)),
+        dynamic_batching=_flag(args.get("dynamic_batching", True)),
+    )
     reranker = None
-    if str(args.get("reranker", "reward")).lower() != "none":
+    if reranker_kind == "reward":
         reranker = Reranker.bind(checkpoint=args.get("reward_checkpoint"), device=args.get("device"), backend=args.get("reranker_backend", "onnx"))
-    return Ingress.bind(generator, reranker)
+    return Ingress.bind(generator, reranker, request_timeout_s=float(args.get("request_timeout_s", 120)))

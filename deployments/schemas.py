@@ -38,6 +38,7 @@ class GenerationParameters(BaseModel):
     rewrite: bool | None = Field(None, description="rewrite the prompt first (default: when a rewriter is deployed); true without one is an error")
     response_format: Literal["wav", "flac"] = "wav"
     return_candidates: Literal["best", "all"] = Field("best", description="'all' adds every candidate's audio, best first")
+    timeout_s: float | None = Field(None, gt=0, le=3600, description="give up with 504 after this many seconds (default and ceiling: the server's request_timeout_s)")
 
 
 class GenerationRequest(GenerationParameters):

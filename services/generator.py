@@ -55,6 +55,10 @@ class GeneratorConfig(BaseModel):
         return MelConfig.from_dict(self.mel)
 
 
+class GenerationTimeout(TimeoutError):
+    """The generation's deadline passed between two denoising steps; the work so far is dropped."""
+
+
 @dataclass
 class GenerationOutput:
     waveforms: np.ndarray  # float32 [prompts, candidates, samples]
@@ -209,7 +213,10 @@ class TangoPipeline:
         duration_s: float | None = None,
         scheduler: str | None = None,
         progress: bool = False,
+        deadline: float | None = None,
     ) -> GenerationOutput:
+        """Waveforms [prompts, N, samples]; `deadline` (a time.time() value) stops the work between two
+        denoising steps with GenerationTimeout, so nobody computes audio no one waits for any more."""
         cfg = self.config
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         steps = steps or cfg.default_steps
@@ -256,6 +263,8 @@ class TangoPipeline:
 
             iterator = tqdm(iterator, desc="denoise", leave=False)
         for t in iterator:
+            if deadline is not None and time.time() > deadline:
+                raise GenerationTimeout(f"deadline passed after {time.perf_counter() - t0:.2f} s of denoising ({steps} steps asked)")
             x = torch.cat([latents, latents]) if use_cfg else latents
             x = sched.scale_model_input(x, t)
             out = self.unet(x, t, encoder_hidden_states=text_states, encoder_attention_mask=text_mask).sample

@@ -54,6 +54,7 @@ class GenerationCall:
     num_candidates: int = 1
     seed: int | None = None
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    deadline: float | None = None  # time.time() after which nobody waits for this result
 
 
 @dataclass
@@ -78,29 +79,40 @@ def check_call(pipe: TangoPipeline, call: GenerationCall) -> None:
         raise ValueError(f"num_candidates must be >= 1, got {call.num_candidates}")
 
 
-def generate_grouped(pipe: TangoPipeline, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+def generate_grouped(pipe: TangoPipeline, calls: list[GenerationCall], return_exceptions: bool = False) -> list[GeneratedAudio | Exception]:
     """Generate every call, batching those with equal settings into one `pipe.generate`.
 
     Candidate audio depends only on (prompt, seed, settings), never on the batch mates, so grouping
-    changes speed, not results."""
+    changes speed, not results. A group runs until the latest deadline of its members. With
+    return_exceptions a failing group puts its exception in its members' places and the other
+    groups still run (the served batch: one bad group must not fail its neighbours); without, it raises."""
     groups: dict[tuple[GenerationSettings, int], list[int]] = {}
     for i, call in enumerate(calls):
         # equal N too: the pipeline's output is a [prompts, N, samples] array
         groups.setdefault((call.settings, call.num_candidates), []).append(i)
-    results: list[GeneratedAudio | None] = [None] * len(calls)
+    results: list[GeneratedAudio | Exception | None] = [None] * len(calls)
     for (settings, n), members in groups.items():
         seeds = [calls[i].seed if calls[i].seed is not None else secrets.randbelow(2**31 - 16) for i in members]
+        deadlines = [calls[i].deadline for i in members]
         t0 = time.perf_counter()
-        out = pipe.generate(
-            [calls[i].prompt for i in members],
-            num_candidates=n,
-            steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            negative_prompt=settings.negative_prompt,
-            seed=seeds,
-            duration_s=settings.duration_s,
-            scheduler=settings.scheduler,
-        )
+        try:
+            out = pipe.generate(
+                [calls[i].prompt for i in members],
+                num_candidates=n,
+                steps=settings.steps,
+                guidance_scale=settings.guidance_scale,
+                negative_prompt=settings.negative_prompt,
+                seed=seeds,
+                duration_s=settings.duration_s,
+                scheduler=settings.scheduler,
+                deadline=None if None in deadlines else max(deadlines),  # type: ignore[type-var]
+            )
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            for i in members:
+                results[i] = exc
+            continue
         seconds = time.perf_counter() - t0
         for k, i in enumerate(members):
             results[i] = GeneratedAudio(out.waveforms[k], out.seeds[k], out.sample_rate, out.settings, seconds, len(members) * n)

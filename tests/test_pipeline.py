@@ -45,6 +45,22 @@ def test_a_request_without_seed_gets_a_reported_random_one(pipe):
     assert rel_diff(a.waveforms[0], again[0]) < 1e-4, "the reported seed reproduces the audio"
 
 
+def test_a_passed_deadline_stops_its_group_and_spares_the_others(pipe):
+    import time
+
+    from services.generator import GenerationTimeout
+
+    expired = GenerationCall("a dog barks", 2, 1, GenerationSettings(steps=50), deadline=time.time() - 1)
+    alive = GenerationCall("rain falls", 1, 2, GenerationSettings(steps=2), deadline=time.time() + 600)
+    late, ok = generate_grouped(pipe, [expired, alive], return_exceptions=True)
+    assert isinstance(late, GenerationTimeout) and ok.waveforms.shape[0] == 1
+    with pytest.raises(GenerationTimeout, match="deadline passed"):
+        generate_grouped(pipe, [expired, alive])
+    # a group runs until its latest member's deadline: an expired member does not stop a live one
+    a, b = generate_grouped(pipe, [GenerationCall("a dog barks", 1, 1, GenerationSettings(steps=2), deadline=time.time() - 1), alive], return_exceptions=True)
+    assert not isinstance(a, Exception) and a.batch_waveforms == 2
+
+
 def test_ranking_is_per_prompt_and_best_first(pipe):
     reranker = LoudnessReranker()
     service = TextToAudio(pipe, reranker=reranker)

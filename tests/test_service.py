@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -15,27 +14,6 @@ import pytest
 import soundfile as sf
 
 FAST = {"steps": 2}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def url():
-    import ray
-    from ray import serve
-
-    from deployments.app import build_app, start_local_serve
-
-    port = _free_port()
-    start_local_serve("127.0.0.1", port, num_cpus=4)
-    serve.run(build_app({"device": "cpu", "batch_wait_timeout_s": 0.2}), name="tta", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
 
 
 def post(url: str, body: dict, **kwargs) -> httpx.Response:
@@ -149,3 +127,53 @@ def test_concurrent_requests_share_a_generator_batch(url):
     for body, r in zip(bodies, results):  # batching never changes what a request gets (up to float rounding)
         alone = post(url, body).json()
         assert np.abs(decode(alone["audio"])[0] - decode(r["audio"])[0]).max() < 1e-3, json.dumps(sizes)
+
+
+def test_a_burst_beyond_the_queue_gets_503_with_retry_after_and_nothing_hangs(url):
+    # the test deployment's Generator takes 16 requests in flight and queues 2 (conftest); 40 at once overflow it
+    body = {"prompt": "a siren wails", "seed": 0, "steps": 4}
+    with ThreadPoolExecutor(40) as pool:
+        responses = list(pool.map(lambda _: post(url, body), range(40)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(503) >= 10 and codes.count(200) >= 16, codes
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.headers["retry-after"] == "5" and "backpressure" in rejected.json()["detail"]
+    assert post(url, body).status_code == 200, "the service recovers once the burst is served"
+
+
+def test_a_request_past_its_deadline_is_a_504_and_frees_the_generator(url):
+    import time
+
+    t0 = time.perf_counter()
+    r = post(url, {"prompt": "a dog barks", "num_candidates": 16, "steps": 1000, "timeout_s": 1})
+    assert r.status_code == 504 and "within 1 s" in r.json()["detail"], r.text
+    assert time.perf_counter() - t0 < 30, "answered at the deadline, not after 1000 steps"
+    # the generator stopped at the deadline instead of finishing 1000 steps for nobody
+    ok = post(url, {"prompt": "a dog barks", "seed": 1, **FAST})
+    assert ok.status_code == 200 and time.perf_counter() - t0 < 60
+
+
+def test_metrics_reach_rays_prometheus_endpoint(service):
+    import time
+
+    post(service.url, {"prompt": "a bell rings", "num_candidates": 2, "seed": 3, **FAST})
+    post(service.url, {"prompt": ""})  # one invalid input
+    wanted = [
+        'ray_tta_stage_seconds_bucket{.*stage="generate"',
+        'ray_tta_stage_seconds_bucket{.*stage="rerank"',
+        "ray_tta_candidates_generated_total{",
+        'ray_tta_reward_score_bucket{.*pick="best"',
+        'ray_tta_errors_total{.*kind="invalid_input"',
+        "ray_tta_generator_batch_waveforms_bucket{",
+    ]
+    import re
+
+    deadline, missing = time.monotonic() + 60, wanted
+    while missing and time.monotonic() < deadline:
+        text = httpx.get(service.metrics_url, timeout=10).text
+        missing = [w for w in wanted if not re.search(w, text)]
+        time.sleep(1)
+    assert not missing, f"not exported: {missing}"
+    generated = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("ray_tta_candidates_generated_total{"))
+    assert generated >= 2

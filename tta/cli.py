@@ -434,25 +434,36 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
 
 # ----------------------------------------------------------------------------- serve
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address the HTTP proxy binds")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator directory (default: the shipped mini default)")
-@click.option("--device", default=None, help="generator device, cpu or cuda[:i] (default: cuda when the replica has a GPU)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="Ray Serve config YAML (default: deployments/configs/serve-cpu.yaml)")
+@click.option("--host", default=None, help="address the HTTP proxy binds (default: the config's, 127.0.0.1 on CPU)")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="HTTP port (default: the config's, 8000)")
+@click.option("--checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator directory (default: the config's, else the shipped mini default)")
+@click.option("--device", default=None, help="cpu or cuda[:i] for the generator and reward model (default: the config's)")
+@click.option("--reward", "reward_checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model directory (default: the config's, else the shipped one)")
+@click.option("--reranker", type=click.Choice(["reward", "none"]), default=None, help="none: no reranking, candidates in generation order (default: the config's)")
 @click.option("--num-cpus", type=click.IntRange(1), default=None, help="CPUs Ray may use (default: all)")
-@click.option("--reward", "reward_checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model directory (default: the shipped mini default)")
-@click.option("--reranker", type=click.Choice(["reward", "none"]), default="reward", show_default=True, help="none: no reranking, candidates in generation order")
-def serve_cmd(host: str, port: int, checkpoint: Path | None, device: str | None, num_cpus: int | None, reward_checkpoint: Path | None, reranker: str) -> None:
-    """Start Ray, deploy the service and serve HTTP until interrupted (OpenAPI at /docs)."""
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Ray's Prometheus endpoint (GET /metrics) with the service's ray_tta_* metrics")
+def serve_cmd(config_path: Path | None, host: str | None, port: int | None, checkpoint: Path | None, device: str | None, reward_checkpoint: Path | None, reranker: str | None, num_cpus: int | None, metrics_port: int) -> None:
+    """Start Ray, deploy the service from a serve config and serve HTTP until interrupted (OpenAPI at /docs)."""
     import time
 
+    from deployments.config import ServeConfigError, deploy, read_config, shipped_config, start_ray, validate, with_overrides
+
+    try:
+        args = {"checkpoint": checkpoint and str(checkpoint), "device": device, "reward_checkpoint": reward_checkpoint and str(reward_checkpoint), "reranker": reranker}
+        config = with_overrides(read_config(config_path or shipped_config("cpu")), host=host, port=port, args=args)
+        validate(config)  # before Ray starts: a bad config costs nothing
+    except ServeConfigError as exc:
+        _fail(str(exc))
     from ray import serve
 
-    from deployments.app import build_app, start_local_serve
-
-    start_local_serve(host, port, num_cpus)
-    args = {"checkpoint": str(checkpoint) if checkpoint else None, "device": device, "reward_checkpoint": str(reward_checkpoint) if reward_checkpoint else None, "reranker": reranker}
-    serve.run(build_app(args), name="tta", route_prefix="/")
-    click.echo(f"serving on http://{host}:{port} (OpenAPI at /docs); Ctrl-C stops")
+    start_ray(num_cpus, metrics_port)
+    try:
+        url = deploy(config)
+    except (RuntimeError, TimeoutError) as exc:
+        serve.shutdown()
+        _fail(str(exc))
+    click.echo(f"serving on {url} (OpenAPI at {url}/docs, metrics at http://127.0.0.1:{metrics_port}/metrics); Ctrl-C stops")
     try:
         while True:
             time.sleep(3600)
