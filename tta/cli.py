@@ -471,6 +471,42 @@ def serve_cmd(config_path: Path | None, host: str | None, port: int | None, chec
         serve.shutdown()
 
 
+# ----------------------------------------------------------------------------- batch client
+@main.command("batch")
+@click.argument("prompts_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output directory (a rerun into it skips finished prompts)")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="the service's base URL")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="requests in flight")
+@click.option("-n", "--num-candidates", type=click.IntRange(1, 16), default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=None, help="every prompt uses this seed (default: random, recorded per prompt)")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None)
+@click.option("--guidance", "guidance_scale", type=click.FloatRange(0, 50), default=None)
+@click.option("--scheduler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None)
+@click.option("--negative-prompt", default=None)
+@click.option("--duration", "duration_s", type=click.FloatRange(0, 30, min_open=True), default=None)
+@click.option("--format", "response_format", type=click.Choice(["wav", "flac"]), default="wav", show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, 3600, min_open=True), default=None, help="per-prompt deadline in seconds (server side; default the server's)")
+@click.option("--retries", type=click.IntRange(0, 20), default=4, show_default=True, help="retries per prompt on 503/429/408 and connection errors, with backoff")
+def batch_cmd(prompts_file: Path, out: Path, url: str, concurrency: int, retries: int, **params) -> None:
+    """Generate every prompt of PROMPTS_FILE (one per line, '#' comments) through the REST API.
+
+    Writes OUT/audio/<key>.<format> (the best candidate) and OUT/results.jsonl (rewritten prompt,
+    reward, seed, file per prompt); failures go to OUT/failures.jsonl and the exit status is 1."""
+    import asyncio
+
+    from clients.batch import BatchSettingsError, run_batch
+    from clients.sdk import RetryPolicy
+
+    try:
+        summary = asyncio.run(run_batch(prompts_file, out, url, params, concurrency=concurrency, retry=RetryPolicy(max_retries=retries)))
+    except BatchSettingsError as exc:
+        _fail(str(exc))
+    click.echo(f"{summary.total} prompts: {summary.already_done} already done, {summary.succeeded} generated, {summary.failed} failed -> {out / 'results.jsonl'}")
+    if summary.failed:
+        click.echo(f"failures: {out / 'failures.jsonl'} (rerun the same command to retry them)", err=True)
+        sys.exit(1)
+
+
 # ----------------------------------------------------------------------------- data
 @main.group()
 def data() -> None:
