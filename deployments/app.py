@@ -45,6 +45,17 @@ from tta import __version__
 MAX_BATCH_WAVEFORMS = 16  # one UNet batch holds at most this many waveforms (x2 with guidance)
 
 
+def use_cores(torch_threads: int | None) -> None:
+    """Ray sets OMP_NUM_THREADS to a replica's reserved CPUs (1 on the CPU config), which would leave
+    the other cores idle during a generation or a scoring call; the stages of one request run one
+    after the other, so each may use every core of the machine while it runs."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(torch_threads or len(os.sched_getaffinity(0)))
+
+
 def count_waveforms(calls: list[GenerationCall]) -> int:
     """@serve.batch's batch size: waveforms, not requests (one request may ask for 16 candidates)."""
     return sum(c.num_candidates for c in calls)
@@ -55,8 +66,18 @@ def count_waveforms(calls: list[GenerationCall]) -> int:
 class Generator:
     """TANGO generator replica: batches concurrent requests into one UNet batch per group of equal settings."""
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, dtype: str | None = None, batch_wait_timeout_s: float = 0.05, dynamic_batching: bool = True) -> None:
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_wait_timeout_s: float = 0.05,
+        dynamic_batching: bool = True,
+        torch_threads: int | None = None,
+    ) -> None:
         import torch
+
+        use_cores(torch_threads)
 
         from services.checkpoints import shipped
         from services.generator import TangoPipeline
@@ -69,6 +90,8 @@ class Generator:
         self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def info(self) -> dict[str, Any]:
+        import torch
+
         c = self.pipe.config
         return {
             "version": self.version,
@@ -77,6 +100,7 @@ class Generator:
             "sample_rate": self.pipe.sample_rate,
             "max_duration_s": c.max_duration_s,
             "dynamic_batching": self.dynamic_batching,
+            "torch_threads": torch.get_num_threads(),  # Ray sets OMP_NUM_THREADS to the replica's num_cpus
             "defaults": {"steps": c.default_steps, "guidance_scale": c.default_guidance_scale, "scheduler": c.default_scheduler, "duration_s": c.default_duration_s},
         }
 
@@ -104,12 +128,13 @@ class Generator:
 class Reranker:
     """BATON reward model replica: scores the candidates of one prompt at a time (never across prompts)."""
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx") -> None:
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx", torch_threads: int | None = None) -> None:
         from services.checkpoints import shipped
         from services.manifest import checkpoint_version
         from services.reward import RewardModel
 
         directory = Path(checkpoint) if checkpoint else shipped("reward")
+        use_cores(torch_threads)
         self.model = RewardModel.from_pretrained(directory, device or "cpu", backend=backend)
         self.version = checkpoint_version(directory)
 
@@ -302,6 +327,7 @@ BUILD_ARGS = {
     "dtype": "float16 | bfloat16 | float32 for the generator (default: float16 on CUDA, float32 on CPU)",
     "batch_wait_timeout_s": "how long the generator waits to fill a batch (default 0.05)",
     "dynamic_batching": "false: one generator call per request (the benchmark's baseline)",
+    "torch_threads": "CPU threads of the generator's and reranker's torch (default: every core of the machine)",
     "reward_checkpoint": "reward model directory (default: the shipped one)",
     "reranker_backend": "onnx | torch for the reward head (default onnx)",
     "reranker": "reward | none (none: candidates in generation order, without rewards)",
@@ -332,8 +358,14 @@ def build_app(args: dict[str, Any] | None = None):
         dtype=dtype,
         batch_wait_timeout_s=float(args.get("batch_wait_timeout_s", 0.05)),
         dynamic_batching=_flag(args.get("dynamic_batching", True)),
+        torch_threads=int(args["torch_threads"]) if args.get("torch_threads") else None,
     )
     reranker = None
     if reranker_kind == "reward":
-        reranker = Reranker.bind(checkpoint=args.get("reward_checkpoint"), device=args.get("device"), backend=args.get("reranker_backend", "onnx"))
+        reranker = Reranker.bind(
+            checkpoint=args.get("reward_checkpoint"),
+            device=args.get("device"),
+            backend=args.get("reranker_backend", "onnx"),
+            torch_threads=int(args["torch_threads"]) if args.get("torch_threads") else None,
+        )
     return Ingress.bind(generator, reranker, request_timeout_s=float(args.get("request_timeout_s", 120)))

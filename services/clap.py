@@ -319,7 +319,8 @@ class MiniClap(ClapEmbedder):
 
     @torch.no_grad()
     def embed_audio(self, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
-        audio = torch.from_numpy(resample(waveforms, sample_rate, self.sample_rate))
+        # a copy: arrays from the Ray object store are read-only, which torch.from_numpy warns about
+        audio = torch.tensor(resample(waveforms, sample_rate, self.sample_rate), dtype=torch.float32)
         out = []
         for i in range(0, len(audio), self.batch_size):
             logmel = self.model.features(audio[i : i + self.batch_size].to(self.device))
