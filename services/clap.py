@@ -287,6 +287,9 @@ class MiniClapModel(ConfigModel):
         return self.text_projection(torch.cat([mean, peak], dim=-1))
 
 
+MIN_AUDIO_S = 1.0
+
+
 class MiniClap(ClapEmbedder):
     """MiniClapModel + the frozen MiniLM it reads text through."""
 
@@ -321,6 +324,8 @@ class MiniClap(ClapEmbedder):
     def embed_audio(self, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
         # a copy: arrays from the Ray object store are read-only, which torch.from_numpy warns about
         audio = torch.tensor(resample(waveforms, sample_rate, self.sample_rate), dtype=torch.float32)
+        # the audio tower downsamples time 8x; clips under MIN_AUDIO_S would vanish in it: pad with silence
+        audio = F.pad(audio, (0, max(0, int(MIN_AUDIO_S * self.sample_rate) - audio.shape[-1])))
         out = []
         for i in range(0, len(audio), self.batch_size):
             logmel = self.model.features(audio[i : i + self.batch_size].to(self.device))

@@ -195,3 +195,14 @@ def test_shipped_mini_clap_loads_from_package_data():
     assert isinstance(clap, MiniClap) and clap.embed_dim == 512
     manifest = json.loads((shipped("clap") / "MANIFEST.json").read_text())
     assert manifest["metrics"]["text_to_audio.r10"] > 0
+
+
+def test_mini_clap_embeds_clips_shorter_than_its_receptive_field():
+    from services.checkpoints import shipped
+    from services.clap import load_clap
+
+    clap = load_clap(shipped("clap"))
+    short = np.random.default_rng(0).standard_normal((2, 4096)).astype(np.float32) * 0.1  # 0.256 s
+    emb = clap.embed_audio(short, 16000)
+    assert emb.shape == (2, clap.embed_dim) and np.isfinite(emb).all()
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, rtol=1e-5)

@@ -174,6 +174,50 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
     click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
 
+@train.command("baton")
+@click.option("--init", "init_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator to fine-tune (default: the shipped one); a converted TANGO works the same")
+@click.option("--feedback", "hd_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="HD: labelled dataset directory (records.jsonl), r = label (repeatable)")
+@click.option("--reward-data", "rd_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="RD: dataset directory (clips.jsonl), r = the reward model's score (repeatable)")
+@click.option("--reward-model", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model scoring --reward-data (default: the shipped one)")
+@click.option("--beta", type=click.FloatRange(0), default=0.25, show_default=True, help="weight of the pretraining term")
+@click.option("--steps", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="clips per term per step")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-5, show_default=True)
+@click.option("--n-pretrain", type=click.IntRange(1), default=2500, show_default=True, help="ground-truth world clips in the pretraining term")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="fine-tuned generator directory")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton/run"), show_default=True, help="latent cache, train state (resumes), log")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
+def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, seed: int, out: Path, work_dir: Path, checkpoint_every: int, device: str | None) -> None:
+    """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only)."""
+    from services.checkpoints import shipped
+    from training.build_dataset import DatasetError
+    from training.train_baton import train_baton
+
+    try:
+        train_baton(
+            init_dir or shipped("generator"),
+            out,
+            hd_dirs=list(hd_dirs),
+            rd_dirs=list(rd_dirs),
+            reward_model_dir=reward_dir or (shipped("reward") if rd_dirs else None),
+            beta=beta,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            n_pretrain=n_pretrain,
+            seed=seed,
+            work_dir=work_dir,
+            checkpoint_every=checkpoint_every,
+            device=device,
+            command=_command_line(),
+        )
+    except (ValueError, DatasetError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {out}")
+
+
 @train.command("generator")
 @click.option("--scale", type=click.Choice(["mini"]), default="mini", show_default=True, help="full-scale TANGO comes from `tta convert-tango`")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/generator"), show_default=True)
@@ -394,6 +438,45 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
         only = next(iter(reports.values())) if len(reports) == 1 else None
         payload = {k: round(v, 6) for k, v in only.metrics.items()} if only else {name: {k: round(v, 6) for k, v in r.metrics.items()} for name, r in reports.items()}
         click.echo(json.dumps(payload))
+
+
+@eval_.command("baton")
+@click.option("--model", "models", multiple=True, metavar="NAME=DIR", help="a row: base, hd, rd or hd+rd and its generator directory (repeatable; default: base=the shipped generator)")
+@click.option("--n", "n", type=click.IntRange(1), default=50, show_default=True, help="held-out prompts per task")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton-eval"), show_default=True, help="generated candidates are cached here per row and resumed")
+@click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for best-of-4 (default: the shipped one)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md and report.json here")
+@click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like hd+rd.temporal.n1) on the last line")
+def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
+    """BATON's table: base vs HD / RD / HD+RD fine-tuned generators, N=1 and best-of-4 by reward."""
+    from services.checkpoints import shipped
+    from services.reward import RewardModel
+    from training.eval_baton import ROWS, baton_markdown, baton_table, evaluate_row
+
+    rows: dict[str, Path] = {}
+    for spec in models or (f"base={shipped('generator')}",):
+        name, sep, directory = spec.partition("=")
+        if not sep or name not in ROWS:
+            _fail(f"--model takes NAME=DIR with NAME one of {', '.join(ROWS)}; got {spec!r}")
+        if not Path(directory).is_dir():
+            _fail(f"--model {name}: {directory} is not a directory")
+        rows[name] = Path(directory)
+    oracle, _ = _load_oracle(None)
+    results = {}
+    for name, directory in rows.items():
+        pipe = _load_generator(directory, device)
+        reward = RewardModel.from_pretrained(reward_dir or shipped("reward"), pipe.device)
+        results[name] = evaluate_row(pipe, directory, n, work_dir / name.replace("+", "_"), oracle, reward, reward.clap)
+    text = baton_markdown(results)
+    click.echo(text)
+    table = baton_table(results)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text + "\n")
+        (out / "report.json").write_text(json.dumps(table, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps({k: round(v, 4) for k, v in table.items()}))
 
 
 @eval_.command("rerank")

@@ -1,0 +1,132 @@
+"""BATON fine-tuning: the objective's two properties BATON relies on, and `train_baton` end to end at
+tiny size, on the mini layout and on a real TANGO layout converted by `tta convert-tango`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from services.generator import TangoPipeline
+from tests.test_generator import TINY_UNET, tiny_pipeline
+from training.train_baton import baton_loss
+
+
+def _grads(unet, scheduler, z, hidden, mask, weight, is_pretrain, beta):
+    unet.zero_grad(set_to_none=True)
+    loss, _ = baton_loss(unet, scheduler, z, hidden, mask, weight, is_pretrain, beta, torch.Generator().manual_seed(0))
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in unet.parameters() if p.grad is not None])
+
+
+@pytest.fixture(scope="module")
+def unet_batch():
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from training.train_generator import SCHEDULER
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**TINY_UNET)
+    c, (h, w) = TINY_UNET["in_channels"], TINY_UNET["sample_size"]
+    z = torch.randn(4, c, h, w)
+    hidden = torch.randn(4, 5, TINY_UNET["cross_attention_dim"])
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    is_pretrain = torch.tensor([True, True, False, False])
+    return unet, DDPMScheduler(**SCHEDULER), z, hidden, mask, is_pretrain
+
+
+def test_a_clip_with_r_zero_contributes_no_gradient(unet_batch):
+    unet, sched, z, hidden, mask, pre = unet_batch
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    g = _grads(unet, sched, z, hidden, mask, weight, pre, beta=0.25)
+    z2, h2 = z.clone(), hidden.clone()
+    z2[3], h2[3] = torch.randn_like(z[3]) * 5, torch.randn_like(hidden[3])  # anything at all for the rejected clip
+    assert torch.equal(g, _grads(unet, sched, z2, h2, mask, weight, pre, beta=0.25))
+    z2[2] = torch.randn_like(z[2]) * 5  # an accepted clip does move the gradient (the check can fail)
+    assert not torch.allclose(g, _grads(unet, sched, z2, h2, mask, weight, pre, beta=0.25))
+    # r scales its clip's pull: r = 0.5 on both feedback clips halves the feedback term's gradient
+    only_fb = _grads(unet, sched, z, hidden, mask, torch.tensor([1.0, 1.0, 1.0, 1.0]), pre, beta=0.0)
+    half_fb = _grads(unet, sched, z, hidden, mask, torch.tensor([1.0, 1.0, 0.5, 0.5]), pre, beta=0.0)
+    torch.testing.assert_close(half_fb, only_fb / 2, rtol=1e-4, atol=1e-7)
+
+
+def test_beta_zero_removes_the_pretraining_term(unet_batch):
+    unet, sched, z, hidden, mask, pre = unet_batch
+    weight = torch.ones(4)
+    z2 = z.clone()
+    z2[0] = torch.randn_like(z[0]) * 5
+    assert torch.equal(_grads(unet, sched, z, hidden, mask, weight, pre, 0.0), _grads(unet, sched, z2, hidden, mask, weight, pre, 0.0))
+    assert not torch.allclose(_grads(unet, sched, z, hidden, mask, weight, pre, 0.25), _grads(unet, sched, z2, hidden, mask, weight, pre, 0.25))
+
+
+@pytest.fixture(scope="module")
+def feedback(tmp_path_factory):
+    """A tiny mini-layout generator, an HD dataset it made (simulated labels) and an RD one (unlabelled)."""
+    from services.text_encoder import MINILM, TextEncoder
+    from training.annotation import SimulatedAnnotator
+    from training.build_dataset import BuildSettings, build_dataset, compose_prompts
+    from training.world.oracle import load_oracle
+
+    root = tmp_path_factory.mktemp("baton")
+    pipe = tiny_pipeline(TextEncoder.from_pretrained(MINILM, 32))
+    pipe.save_pretrained(root / "init")
+    prompts = compose_prompts("temporal", 2, seed=0)
+    build_dataset(root / "hd", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=2, seed=0, generator="tiny@test"), SimulatedAnnotator(load_oracle(), flip_rate=0.5, seed=1), progress=False)
+    build_dataset(root / "rd", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=2, seed=1, generator="tiny@test", label="none"), None, progress=False)
+    return root
+
+
+def test_train_baton_end_to_end_tiny_and_resumes(feedback, tmp_path):
+    from services.checkpoints import shipped
+    from services.manifest import checkpoint_version, verify_manifest
+    from training.train_baton import train_baton
+
+    work, out = tmp_path / "work", tmp_path / "tuned"
+    kwargs = dict(hd_dirs=[feedback / "hd"], rd_dirs=[feedback / "rd"], reward_model_dir=shipped("reward"), batch_size=2, n_pretrain=3, work_dir=work, checkpoint_every=2, lr=1e-3, device="cpu", command="test")
+    train_baton(feedback / "init", out, steps=3, **kwargs)
+    manifest = verify_manifest(out)
+    assert manifest["base"]["version"] == checkpoint_version(feedback / "init")
+    assert manifest["baton"]["feedback_clips"] == 8 and manifest["baton"]["n_pretrain"] == 3 and manifest["baton"]["steps"] == 3
+    assert [d["clips"] for d in manifest["data"]["hd"]] == [4] and 0 < manifest["data"]["rd"][0]["mean_reward"] < 1
+    log = [json.loads(line) for line in (work / "unet" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] > 0 for r in log)
+    init, tuned = TangoPipeline.from_pretrained(feedback / "init"), TangoPipeline.from_pretrained(out)
+    changed = [n for n, p in tuned.unet.named_parameters() if not torch.equal(p, dict(init.unet.named_parameters())[n])]
+    assert changed, "the UNet was trained"
+    assert all(torch.equal(a, b) for a, b in zip(tuned.vae.state_dict().values(), init.vae.state_dict().values())), "the VAE is frozen"
+    assert tuned.generate("a dog barks", seed=0, steps=2).waveforms.shape == (1, 1, 4096)
+    # asking for more steps resumes from the saved state (step 3), reusing the cached latents
+    train_baton(feedback / "init", out, steps=5, **kwargs)
+    log = [json.loads(line) for line in (work / "unet" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+
+
+def test_train_baton_refuses_missing_data(feedback, tmp_path):
+    from training.train_baton import train_baton
+
+    with pytest.raises(ValueError, match="no feedback data"):
+        train_baton(feedback / "init", tmp_path / "x")
+    with pytest.raises(ValueError, match="needs a reward model"):
+        train_baton(feedback / "init", tmp_path / "x", rd_dirs=[feedback / "rd"], work_dir=tmp_path / "w")
+
+
+def test_the_same_command_fine_tunes_a_converted_tango(feedback, tmp_path):
+    from services.tango_convert import convert_tango
+    from tests.test_tango_convert import TINY_T5, write_tango_dir
+    from tests.test_tango_convert import TINY_UNET as TANGO_TINY_UNET
+    from training.train_baton import train_baton
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "unet.json").write_text(json.dumps(TANGO_TINY_UNET))
+    (configs / "t5.json").write_text(json.dumps(TINY_T5))
+    from services.text_encoder import MINILM, resolve_location
+
+    converted = tmp_path / "tango-ours"
+    convert_tango(write_tango_dir(tmp_path / "tango"), converted, unet_config=configs / "unet.json", text_encoder_config=configs / "t5.json", tokenizer=resolve_location(MINILM))
+    out = tmp_path / "tango-tuned"
+    train_baton(converted, out, hd_dirs=[feedback / "hd"], batch_size=1, n_pretrain=1, steps=2, work_dir=tmp_path / "w", device="cpu", command="test")
+    tuned = TangoPipeline.from_pretrained(out)
+    assert tuned.config.text_encoder == TangoPipeline.from_pretrained(converted).config.text_encoder, "only the UNet changed"
+    assert tuned.generate("a dog barks", seed=0, steps=1, duration_s=0.5).waveforms.shape[0] == 1

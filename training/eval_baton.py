@@ -1,0 +1,70 @@
+"""`tta eval baton`: BATON's table on the mini world, for several generators side by side.
+
+Per generator (rows base, hd, rd, hd+rd): n held-out integrity and temporal prompts with K=4 candidates
+each (built and oracle-labelled by the dataset builder, cached, resumable), plus n single-event prompts.
+Columns at N=1 (the first candidate, as a plain generation) and, in "+ best-of-4" rows, with the reward
+model picking among the four: oracle integrity, oracle temporal, CLAP score (cosine of the user's
+prompt and the clip, mean over both tasks) and single-event presence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from services.clap import ClapEmbedder
+from services.generator import TangoPipeline
+from services.reward import RewardModel
+from training.eval_rerank import build_candidates, score_candidates
+from training.world.oracle import SoundEventDetector
+
+ROWS = ("base", "hd", "rd", "hd+rd")
+K = 4
+COLUMNS = ("integrity", "temporal", "clap", "single")
+
+
+def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Path, oracle: SoundEventDetector, reward_model: RewardModel, clap: ClapEmbedder, progress: bool = True) -> dict[str, float]:
+    from training.eval_generator import evaluate_generator, heldout_prompts, task_of
+
+    out: dict[str, float] = {}
+    clap_n1, clap_n4 = [], []
+    for task in ("integrity", "temporal"):
+        directory = build_candidates(task, n, K, work_dir, pipe, generator_dir, oracle, progress=progress)  # type: ignore[arg-type]
+        scores = score_candidates(directory, reward_model, clap)
+        rows = np.arange(len(scores.labels))
+        best = scores.reward.argmax(1)
+        out[f"{task}.n1"] = float(scores.labels[:, 0].mean())
+        out[f"{task}.best_of_4"] = float(scores.labels[rows, best].mean())
+        clap_n1.append(scores.clap[:, 0])
+        clap_n4.append(scores.clap[rows, best])
+    out["clap.n1"] = float(np.concatenate(clap_n1).mean())
+    out["clap.best_of_4"] = float(np.concatenate(clap_n4).mean())
+    singles = [p for p in heldout_prompts(n) if task_of(p) == "single"][:n]
+    report = evaluate_generator(pipe, prompts=singles, oracle=oracle, roundtrip_n=0, progress=progress)
+    out["single.n1"] = report.metrics["single.presence"]
+    out["prompts_per_task"] = float(n)
+    return out
+
+
+def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{row}.{column}.{n1|best_of_4} -> value (single-event presence only at n1)."""
+    return {f"{row}.{key}": value for row, metrics in rows.items() for key, value in metrics.items()}
+
+
+def baton_markdown(rows: dict[str, dict[str, float]]) -> str:
+    base = rows.get("base")
+    lines = ["| generator | picking | oracle integrity | oracle temporal | CLAP score | single-event presence |", "|---|---|---|---|---|---|"]
+    for pick, suffix in (("N=1", "n1"), ("best-of-4 by reward", "best_of_4")):
+        for row, m in rows.items():
+            cells = []
+            for col in COLUMNS:
+                key = f"{col}.{suffix}" if col != "single" else "single.n1"
+                if col == "single" and suffix != "n1":
+                    cells.append("")
+                    continue
+                value = m[key]
+                delta = f" ({(value - base[key]) * 100:+.1f})" if base is not None and row != "base" and col != "clap" else ""
+                cells.append(f"{value:.4f}" if col == "clap" else f"{value:.3f}{delta}")
+            lines.append(f"| {row} | {pick} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

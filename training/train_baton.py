@@ -1,0 +1,269 @@
+"""`tta train baton`: fine-tune a generator's UNet on human (or simulated) feedback, as BATON does.
+
+    L = beta * E_pretrain[ w(t) ||v_hat - v||^2 ]  +  E_feedback[ r * w(t) ||v_hat - v||^2 ]
+
+The pretraining term keeps the model on ground-truth clips of the world (BATON used 2.5k AudioCaps
+clips); the feedback term trains on generated clips, each weighted by r: its 0/1 label ("HD", from
+`tta data build` or imported human labels) or the reward model's score ("RD", for clips built with
+`--label none`). A clip with r = 0 contributes nothing: the feedback term only pulls the model towards
+what people accepted. w(t) is Min-SNR (gamma 5) for v-prediction; the text encoder, VAE and vocoder
+are frozen, so only the UNet changes.
+
+Reads top to bottom: data (clips -> log-mel -> VAE latents, texts -> frozen text states, all once),
+model (the init generator's UNet), loop (both terms in one UNet batch; resumable `Stage`, progress bar,
+periodic checkpoints), output (the init generator with the new UNet, and a MANIFEST naming the base,
+the data, the command and the metrics). Any generator directory works, the mini default or a real
+TANGO converted by `tta convert-tango`: everything is read from the pipeline's own configs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from services.audio import MelSpectrogram, read_audio
+from services.generator import TangoPipeline
+from services.manifest import checkpoint_version, current_commit, write_manifest
+from training.train_generator import Stage, min_snr_weight, pick_device, show
+
+CFG_DROPOUT = 0.1  # on the pretraining half only: keeps the unconditional branch guidance needs
+
+
+@dataclass
+class LatentSet:
+    """Clips as VAE posteriors plus their texts' frozen encoder states, and a weight per clip."""
+
+    mean: torch.Tensor  # [N, C, T, F] (fp16)
+    std: torch.Tensor
+    hidden: torch.Tensor  # [N, L, D] (fp16)
+    mask: torch.Tensor  # [N, L] bool
+    weight: torch.Tensor  # [N] float: r for feedback clips, 1 for pretraining clips
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def padded(self, length: int) -> LatentSet:
+        """Text states padded (masked) to `length` tokens, so two sets share one UNet batch."""
+        extra = length - self.hidden.shape[1]
+        return LatentSet(self.mean, self.std, F.pad(self.hidden, (0, 0, 0, extra)), F.pad(self.mask, (0, extra)), self.weight)
+
+
+# ----------------------------------------------------------------------------- data
+def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: Path | None) -> tuple[list[str], list[Path], np.ndarray, dict]:
+    """(prompts, audio paths, r, description) of every feedback clip: HD dirs carry labels
+    (records.jsonl), RD dirs are scored by the reward model (clips.jsonl)."""
+    from training.build_dataset import load_dataset_records
+
+    prompts: list[str] = []
+    paths: list[Path] = []
+    weights: list[float] = []
+    described = {"hd": [], "rd": []}
+    for d in hd_dirs:
+        pairs = load_dataset_records(d)
+        prompts += [r.prompt for r, _ in pairs]
+        paths += [p for _, p in pairs]
+        weights += [float(r.label) for r, _ in pairs]
+        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs))})
+    if rd_dirs:
+        if reward_model_dir is None:
+            raise ValueError("--reward-data needs a reward model to score its clips (--reward-model DIR)")
+        from services.reward import RewardModel
+
+        model = RewardModel.from_pretrained(reward_model_dir, "cpu")
+        for d in rd_dirs:
+            rows = [json.loads(line) for line in (Path(d) / "clips.jsonl").read_text().splitlines() if line.strip()]
+            if not rows:
+                raise ValueError(f"{d}: clips.jsonl lists no clips")
+            clip_paths = [Path(d) / r["audio"] for r in rows]
+            rewards = []
+            for s in tqdm(range(0, len(rows), 64), desc=f"reward-score {Path(d).name}"):
+                chunk = rows[s : s + 64]
+                audio = np.stack([read_audio(p, model.clap.sample_rate) for p in clip_paths[s : s + 64]])
+                rewards.append(model.score_pairs([r["prompt"] for r in chunk], audio, model.clap.sample_rate))
+            r = np.concatenate(rewards)
+            prompts += [row["prompt"] for row in rows]
+            paths += clip_paths
+            weights += r.tolist()
+            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir)})
+    return prompts, paths, np.asarray(weights, np.float32), described
+
+
+def world_clips(n: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
+    """Ground-truth train clips of the world and their captions (the pretraining term's data)."""
+    from training.world.clips import make_clip
+
+    clips = [make_clip(seed, "train", i) for i in tqdm(range(n), desc="render world clips")]
+    return [c.truth.caption for c in clips], [c.audio for c in clips]
+
+
+@torch.no_grad()
+def encode_set(pipe: TangoPipeline, texts: list[str], waveforms: list[np.ndarray], weights: np.ndarray, batch: int = 32) -> LatentSet:
+    """Waveforms -> the pipeline's log-mel -> VAE posteriors; texts -> frozen text states. Every clip
+    is cropped or padded with silence to the generator's default duration (what it generates), so
+    pretraining and feedback latents share one shape."""
+    mel = MelSpectrogram(pipe.mel).to(pipe.device)
+    frames = pipe.num_frames(pipe.config.default_duration_s)
+    samples = frames * pipe.mel.hop_length
+    means, stds, hiddens, masks = [], [], [], []
+    vae_dtype = next(pipe.vae.parameters()).dtype
+    for i in tqdm(range(0, len(texts), batch), desc="encode clips"):
+        wav = torch.from_numpy(np.stack([np.pad(w[:samples], (0, max(0, samples - len(w)))) for w in waveforms[i : i + batch]])).to(pipe.device)
+        logmel = mel.log_magnitude(wav)[..., :frames].transpose(1, 2)  # [B, frames, mels], as the VAE was trained
+        post = pipe.vae.encode(logmel[:, None].to(vae_dtype)).latent_dist
+        means.append(post.mean.half().cpu())
+        stds.append(post.std.half().cpu())
+        h, m = pipe.text_encoder(texts[i : i + batch])
+        hiddens.append(h.half().cpu())
+        masks.append(m.bool().cpu())
+    length = max(h.shape[1] for h in hiddens)
+    hidden = torch.cat([F.pad(h, (0, 0, 0, length - h.shape[1])) for h in hiddens])
+    mask = torch.cat([F.pad(m, (0, length - m.shape[1])) for m in masks])
+    return LatentSet(torch.cat(means), torch.cat(stds), hidden, mask, torch.from_numpy(np.asarray(weights, np.float32)))
+
+
+# ----------------------------------------------------------------------------- loss
+def baton_loss(
+    unet,
+    scheduler,
+    z: torch.Tensor,
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    is_pretrain: torch.Tensor,
+    beta: float,
+    generator: torch.Generator,
+    snr_gamma: float = 5.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """BATON's objective on one UNet batch holding both terms' samples.
+
+    z: clean latents [B, C, T, F] (already scaled); weight: r per feedback sample (ignored for
+    pretraining samples); is_pretrain: which rows belong to the pretraining term. Each term is the
+    mean over its own rows, so beta means the same whatever the two halves' sizes."""
+    device = z.device
+    noise = torch.randn(z.shape, generator=generator).to(device, z.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=generator).to(device)
+    noisy = scheduler.add_noise(z, noise, t)
+    target = scheduler.get_velocity(z, noise, t)
+    pred = unet(noisy, t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)) * min_snr_weight(scheduler, t, snr_gamma)
+    pre, fb = is_pretrain, ~is_pretrain
+    zero = per_sample.sum() * 0.0
+    pretrain_term = per_sample[pre].mean() if pre.any() else zero
+    feedback_term = (weight[fb].to(per_sample) * per_sample[fb]).mean() if fb.any() else zero
+    loss = beta * pretrain_term + feedback_term
+    return loss, {"loss": loss, "pretrain": pretrain_term, "feedback": feedback_term}
+
+
+# ----------------------------------------------------------------------------- main
+def train_baton(
+    init: Path,
+    out: Path,
+    hd_dirs: list[Path] = (),
+    rd_dirs: list[Path] = (),
+    reward_model_dir: Path | None = None,
+    beta: float = 0.25,
+    steps: int = 1000,
+    batch_size: int = 16,
+    lr: float = 2e-5,
+    n_pretrain: int = 2500,
+    seed: int = 0,
+    work_dir: Path = Path("runs/baton"),
+    checkpoint_every: int = 100,
+    device: str | None = None,
+    command: str | None = None,
+    eval_fn=None,
+) -> dict:
+    """Fine-tune `init`'s UNet (resuming from work_dir) and write the fine-tuned generator to `out`.
+
+    batch_size counts the rows of each term: one step sees batch_size pretraining and batch_size
+    feedback clips. eval_fn(pipe) -> metrics, if given, goes into the MANIFEST."""
+    hd_dirs, rd_dirs = [Path(d) for d in hd_dirs], [Path(d) for d in rd_dirs]
+    if not hd_dirs and not rd_dirs:
+        raise ValueError("no feedback data: give --feedback (labelled, HD) and/or --reward-data (reward-scored, RD) directories")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    commit_at_start = current_commit()
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    pipe = TangoPipeline.from_pretrained(init, device=dev, dtype=torch.float32)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    # data, encoded once and cached: the encoders are frozen
+    cache = work_dir / "latents.pt"
+    data_description = {"init": checkpoint_version(init), "hd": [str(d) for d in hd_dirs], "rd": [str(d) for d in rd_dirs], "n_pretrain": n_pretrain, "seed": seed}
+    if cache.is_file() and (work_dir / "data.json").is_file() and json.loads((work_dir / "data.json").read_text())["key"] == data_description:
+        saved = torch.load(cache, weights_only=True)
+        pre, fb = (LatentSet(**saved[k]) for k in ("pretrain", "feedback"))
+        described = json.loads((work_dir / "data.json").read_text())["feedback"]
+    else:
+        prompts, paths, weights, described = feedback_clips(hd_dirs, rd_dirs, reward_model_dir)
+        fb = encode_set(pipe, prompts, [read_audio(p, pipe.sample_rate) for p in tqdm(paths, desc="read feedback clips")], weights)
+        captions, audio = world_clips(n_pretrain, seed)
+        pre = encode_set(pipe, captions, audio, np.ones(len(captions), np.float32))
+        torch.save({"pretrain": vars(pre), "feedback": vars(fb)}, cache)
+        (work_dir / "data.json").write_text(json.dumps({"key": data_description, "feedback": described}, indent=2) + "\n")
+    if len(fb) == 0 or len(pre) == 0:
+        raise ValueError(f"empty training data: {len(pre)} pretraining and {len(fb)} feedback clips")
+    length = max(pre.hidden.shape[1], fb.hidden.shape[1])
+    pre, fb = pre.padded(length), fb.padded(length)
+    print(f"data: {len(pre)} pretraining clips, {len(fb)} feedback clips (mean r {float(fb.weight.mean()):.3f}, {int((fb.weight > 0).sum())} with r > 0)")
+    empty_h, empty_m = pipe.text_encoder([""])
+    empty_hidden = F.pad(empty_h[0].float().cpu(), (0, 0, 0, pre.hidden.shape[1] - empty_h.shape[1]))
+    empty_mask = F.pad(empty_m[0].bool().cpu(), (0, pre.mask.shape[1] - empty_m.shape[1]))
+
+    # model: only the UNet trains
+    from diffusers import DDPMScheduler
+
+    unet = pipe.unet.train().requires_grad_(True)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler_config)
+    stage = Stage("unet", unet, work_dir, steps, lr=lr, warmup=min(100, max(1, steps // 10)))
+    scaling = pipe.vae.config.scaling_factor
+    g = torch.Generator().manual_seed(seed * 1000 + stage.step)
+    is_pretrain = torch.cat([torch.ones(batch_size, dtype=torch.bool), torch.zeros(batch_size, dtype=torch.bool)]).to(dev)
+
+    def draw(s: LatentSet, idx: torch.Tensor, drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        eps = torch.randn(s.mean[idx].shape, generator=g)
+        z = (s.mean[idx].float() + s.std[idx].float() * eps) * scaling
+        h, m = s.hidden[idx].float(), s.mask[idx]
+        if drop is not None:
+            h, m = torch.where(drop[:, None, None], empty_hidden, h), torch.where(drop[:, None], empty_mask, m)
+        return z, h, m, s.weight[idx]
+
+    bar = tqdm(total=steps, initial=stage.step, desc="baton fine-tune")
+    while not stage.done:
+        zp, hp, mp, wp = draw(pre, torch.randint(len(pre), (batch_size,), generator=g), torch.rand(batch_size, generator=g) < CFG_DROPOUT)
+        zf, hf, mf, wf = draw(fb, torch.randint(len(fb), (batch_size,), generator=g), None)
+        z, h, m, w = (torch.cat(pair).to(dev) for pair in ((zp, zf), (hp, hf), (mp, mf), (wp, wf)))
+        loss, parts = baton_loss(unet, scheduler, z, h, m, w, is_pretrain, beta, g)
+        stage.update(loss)
+        show(bar, stage.record(**parts))
+        bar.update(1)
+        if stage.step % checkpoint_every == 0 or stage.done:
+            stage.save_state()
+    bar.close()
+
+    # output: the init generator with the fine-tuned UNet
+    pipe.unet = unet.eval().requires_grad_(False)
+    pipe.save_pretrained(out)
+    metrics = eval_fn(pipe) if eval_fn is not None else {}
+    history = [json.loads(line) for line in (stage.dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    write_manifest(
+        out,
+        command=command,
+        seed=seed,
+        metrics=metrics,
+        git_commit=commit_at_start,
+        extra={
+            "base": {"dir": str(init), "version": checkpoint_version(init)},
+            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "n_pretrain": len(pre), "feedback_clips": len(fb)},
+            "data": described,
+            "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,
+        },
+    )
+    return metrics
