@@ -170,7 +170,7 @@ def train_baton(
     beta: float = 0.25,
     steps: int = 1000,
     batch_size: int = 16,
-    lr: float = 2e-5,
+    lr: float = 1e-4,
     n_pretrain: int = 2500,
     seed: int = 0,
     work_dir: Path = Path("runs/baton"),

@@ -182,7 +182,7 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--beta", type=click.FloatRange(0), default=0.25, show_default=True, help="weight of the pretraining term")
 @click.option("--steps", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="clips per term per step")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-5, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True, help="BATON's 1e-5 scaled like the pretraining rates (TANGO 3e-5, our mini UNet 4e-4); use 1e-5 for a real TANGO")
 @click.option("--n-pretrain", type=click.IntRange(1), default=2500, show_default=True, help="ground-truth world clips in the pretraining term")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="fine-tuned generator directory")
