@@ -91,6 +91,11 @@ def validate(config: dict[str, Any]):
     unknown = {d["name"] for d in tta_application(config).get("deployments", [])} - set(DEPLOYMENT_NAMES)
     if unknown:
         raise ServeConfigError(f"the serve config names deployments the application does not have: {sorted(unknown)}")
+    from deployments.app import BUILD_ARGS
+
+    unknown = set(tta_application(config).get("args") or {}) - set(BUILD_ARGS)
+    if unknown:
+        raise ServeConfigError(f"unknown args {sorted(unknown)} for deployments.app:build_app; known: {', '.join(BUILD_ARGS)}")
     return schema
 
 
@@ -102,6 +107,9 @@ def start_ray(num_cpus: int | None = None, metrics_port: int | None = None) -> N
     # that misses three checks is killed and restarted over and over. Operators can still override.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
+    # Ray runs workers at nice 15; then any busy process on the host (a dataset build, a test run)
+    # starves the replicas until requests hit their deadlines. Serving is this host's job.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=num_cpus, include_dashboard=False, _metrics_export_port=metrics_port, runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1"}})
 
 

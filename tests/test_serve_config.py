@@ -60,3 +60,21 @@ def test_build_app_refuses_unknown_or_bad_args():
     with pytest.raises(ValueError, match="reranker must be"):
         build_app({"reranker": "clap"})
     build_app(read_config(shipped_config("gpu"))["applications"][0]["args"])  # the shipped args all exist
+
+
+def test_tta_serve_refuses_a_bad_config_before_starting_ray(tmp_path):
+    from click.testing import CliRunner
+
+    from tta.cli import main
+
+    config = read_config(shipped_config("cpu"))
+    tta_application(config)["deployments"][1]["max_queued_requests"] = "many"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["serve", "--config", str(path)])
+    assert result.exit_code != 0 and "max_queued_requests" in result.output, result.output
+    tta_application(config)["deployments"][1]["max_queued_requests"] = 32
+    tta_application(config)["args"]["chekpoint"] = "/models/x"  # a typo in the builder args
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["serve", "--config", str(path)])
+    assert result.exit_code != 0 and "unknown args ['chekpoint']" in result.output, result.output

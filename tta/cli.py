@@ -528,6 +528,7 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Ray's Prometheus endpoint (GET /metrics) with the service's ray_tta_* metrics")
 def serve_cmd(config_path: Path | None, host: str | None, port: int | None, checkpoint: Path | None, device: str | None, reward_checkpoint: Path | None, reranker: str | None, num_cpus: int | None, metrics_port: int) -> None:
     """Start Ray, deploy the service from a serve config and serve HTTP until interrupted (OpenAPI at /docs)."""
+    import signal
     import time
 
     from deployments.config import ServeConfigError, deploy, read_config, shipped_config, start_ray, validate, with_overrides
@@ -546,11 +547,20 @@ def serve_cmd(config_path: Path | None, host: str | None, port: int | None, chec
     except (RuntimeError, TimeoutError) as exc:
         serve.shutdown()
         _fail(str(exc))
-    click.echo(f"serving on {url} (OpenAPI at {url}/docs, metrics at http://127.0.0.1:{metrics_port}/metrics); Ctrl-C stops")
+    click.echo(f"serving on {url} (OpenAPI at {url}/docs, metrics at http://127.0.0.1:{metrics_port}/metrics); Ctrl-C or SIGTERM stops")
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (docker stop, a process manager) shuts down as cleanly as Ctrl-C; so does SIGINT where a
+    # background launch left it ignored
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        click.echo("shutting down")
         serve.shutdown()
 
 
