@@ -91,6 +91,7 @@ def test_train_baton_end_to_end_tiny_and_resumes(feedback, tmp_path):
     assert [d["clips"] for d in manifest["data"]["hd"]] == [4] and 0 < manifest["data"]["rd"][0]["mean_reward"] < 1
     log = [json.loads(line) for line in (work / "unet" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] > 0 for r in log)
+    assert [json.loads(line)["step"] for line in (out / "baton_log.jsonl").read_text().splitlines()] == [1, 2, 3], "the curves ship with the weights"
     init, tuned = TangoPipeline.from_pretrained(feedback / "init"), TangoPipeline.from_pretrained(out)
     changed = [n for n, p in tuned.unet.named_parameters() if not torch.equal(p, dict(init.unet.named_parameters())[n])]
     assert changed, "the UNet was trained"

@@ -61,3 +61,23 @@ def bar_chart(values: dict[str, dict[str, float]], path: str | Path, title: str,
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def training_curves(logs: dict[str, list[dict]], keys: tuple[str, ...], path: str | Path, title: str, smooth: int = 25) -> Path:
+    """One panel per key: each run's logged value against its step, moving-averaged over `smooth` steps."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, rows in logs.items():
+            rows = [r for r in rows if key in r]
+            if not rows:
+                continue
+            steps, values = np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], dtype=float)
+            k = max(1, min(smooth, len(values)))
+            ax.plot(steps[k - 1 :], np.convolve(values, np.ones(k) / k, mode="valid"), label=name)
+        ax.set(title=key, xlabel="step")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

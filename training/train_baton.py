@@ -33,6 +33,7 @@ from services.manifest import checkpoint_version, current_commit, write_manifest
 from training.train_generator import Stage, min_snr_weight, pick_device, show
 
 CFG_DROPOUT = 0.1  # on the pretraining half only: keeps the unconditional branch guidance needs
+TRAINING_LOG = "baton_log.jsonl"  # per step: loss, pretrain and feedback terms, lr
 
 
 @dataclass
@@ -253,6 +254,7 @@ def train_baton(
     pipe.save_pretrained(out)
     metrics = eval_fn(pipe) if eval_fn is not None else {}
     history = [json.loads(line) for line in (stage.dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    (out / TRAINING_LOG).write_text("".join(json.dumps(r) + "\n" for r in history))  # the curves travel with the weights
     write_manifest(
         out,
         command=command,

@@ -472,9 +472,15 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
     click.echo(text)
     table = baton_table(results)
     if out:
+        from training.plots import training_curves
+        from training.train_baton import TRAINING_LOG
+
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(text + "\n")
         (out / "report.json").write_text(json.dumps(table, indent=2) + "\n")
+        logs = {name: [json.loads(line) for line in (d / TRAINING_LOG).read_text().splitlines()] for name, d in rows.items() if (d / TRAINING_LOG).is_file()}
+        if logs:
+            click.echo(f"plot: {training_curves(logs, ('loss', 'pretrain', 'feedback'), out / 'training.png', 'BATON fine-tuning (moving average)')}")
     if as_json:
         click.echo(json.dumps({k: round(v, 4) for k, v in table.items()}))
 
