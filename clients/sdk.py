@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import random
 import time
 from dataclasses import dataclass
@@ -104,6 +105,23 @@ def batch_body(prompts: list[str], **params: Any) -> dict[str, Any]:
     return BatchRequest(prompts=prompts, **params).model_dump(exclude_none=True)
 
 
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+
+
+def _settle(retry: RetryPolicy, attempt: int, result: httpx.Response | httpx.TransportError, model: type[Model]) -> Model | Wait:
+    """What one attempt's result means (the same for the sync and async clients): the parsed answer,
+    Wait(seconds) before the next attempt, or the error raised (TTAError, or the transport error)."""
+    response = result if isinstance(result, httpx.Response) else None
+    delay = retry.delay(attempt, response)
+    if delay is not None:
+        return Wait(delay)
+    if response is None:
+        raise result
+    return _parse(response, model, attempt + 1)
+
+
 def _parse(response: httpx.Response, model: type[Model], attempts: int) -> Model:
     if response.status_code != 200:
         try:
@@ -138,20 +156,15 @@ class TTAClient:
         self._http.close()
 
     def _request(self, method: str, path: str, model: type[Model], json: dict | None = None, timeout: httpx.Timeout | None = None) -> Model:
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
-                response = self._http.request(method, path, json=json, timeout=timeout or self.timeout_s)
-            except httpx.TransportError:
-                delay = self.retry.delay(attempt, None)
-                if delay is None:
-                    raise
-            else:
-                delay = self.retry.delay(attempt, response)
-                if delay is None:
-                    return _parse(response, model, attempt + 1)
-            time.sleep(delay)
-            attempt += 1
+                outcome = _settle(self.retry, attempt, self._http.request(method, path, json=json, timeout=timeout or self.timeout_s), model)
+            except httpx.TransportError as exc:
+                outcome = _settle(self.retry, attempt, exc, model)
+            if not isinstance(outcome, Wait):
+                return outcome
+            time.sleep(outcome.seconds)
+        raise AssertionError("unreachable")
 
     def generate(self, prompt: str, **params: Any) -> Generation:
         """One prompt -> the best of `num_candidates` clips. params: see GenerationParameters."""
@@ -190,20 +203,15 @@ class AsyncTTAClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, model: type[Model], json: dict | None = None, timeout: httpx.Timeout | None = None) -> Model:
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
-                response = await self._http.request(method, path, json=json, timeout=timeout or self.timeout_s)
-            except httpx.TransportError:
-                delay = self.retry.delay(attempt, None)
-                if delay is None:
-                    raise
-            else:
-                delay = self.retry.delay(attempt, response)
-                if delay is None:
-                    return _parse(response, model, attempt + 1)
-            await asyncio.sleep(delay)
-            attempt += 1
+                outcome = _settle(self.retry, attempt, await self._http.request(method, path, json=json, timeout=timeout or self.timeout_s), model)
+            except httpx.TransportError as exc:
+                outcome = _settle(self.retry, attempt, exc, model)
+            if not isinstance(outcome, Wait):
+                return outcome
+            await asyncio.sleep(outcome.seconds)
+        raise AssertionError("unreachable")
 
     async def generate(self, prompt: str, **params: Any) -> Generation:
         body = generation_body(prompt, **params)
