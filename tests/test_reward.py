@@ -11,7 +11,7 @@ import torch
 
 from services.reward import ONNX_NAME, ClapReranker, OnnxRewardHead, RewardHead, RewardHeadConfig, RewardModel, export_onnx, reward_loss
 from training.eval_rerank import CandidateScores, pick_accuracy, rerank_table
-from training.train_reward import roc_auc
+from training.train_reward import roc_auc, within_prompt_auc
 
 
 def test_head_is_batons_mlp_1024_512_1_with_a_sigmoid():
@@ -58,6 +58,17 @@ def test_roc_auc_counts_ordered_pairs_and_ties():
     assert np.isnan(roc_auc(np.array([0.2, 0.3]), np.array([1, 1])))
 
 
+def test_within_prompt_auc_ignores_how_easy_a_prompt_is():
+    prompts = ["easy"] * 4 + ["hard"] * 4
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    # scores that only know the prompt: a high pooled AUC, no use for picking among one prompt's clips
+    by_prompt = np.array([0.9] * 4 + [0.1] * 4)
+    assert roc_auc(by_prompt, labels) > 0.7 and within_prompt_auc(by_prompt, labels, prompts) == pytest.approx(0.5)
+    by_clip = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.1, 0.3, 0.2])
+    assert within_prompt_auc(by_clip, labels, prompts) == pytest.approx(1.0)
+    assert np.isnan(within_prompt_auc(by_clip, np.ones(8), prompts)), "no prompt with both labels"
+
+
 def test_pickers_choose_within_each_prompt_only():
     # prompt 0: the second candidate is right and scores highest; prompt 1: nothing is right but
     # its scores are the largest overall - a picker mixing prompts would pick from it twice
@@ -69,6 +80,8 @@ def test_pickers_choose_within_each_prompt_only():
     assert pick_accuracy(s, 1) == {"random": 0.0, "clap": 0.0, "reward": 0.0, "ceiling": 0.0}
     table = rerank_table({"temporal": s}, (1, 2, 4, 8))
     assert table["temporal.reward.n4"] == 0.5 and "temporal.reward.n8" not in table
+    # only prompt 0 has both kinds of candidate: the reward ranks its right one first, CLAP last
+    assert table["temporal.reward.within_prompt_auc"] == 1.0 and table["temporal.clap.within_prompt_auc"] == 0.0
 
 
 class CountingClap:

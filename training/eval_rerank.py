@@ -23,6 +23,7 @@ from services.reward import RewardModel
 from training.annotation import SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of
+from training.train_reward import within_prompt_auc
 from training.world.oracle import SoundEventDetector
 from training.world.prompts import PromptSpec
 
@@ -102,6 +103,10 @@ def rerank_table(results: dict[str, CandidateScores], ns: tuple[int, ...] = NS) 
             for picker, value in pick_accuracy(scores, n).items():
                 out[f"{task}.{picker}.n{n}"] = value
         out[f"{task}.prompts"] = float(len(scores.labels))
+        # can the score tell a prompt's good candidates from its bad ones? (0.5 = no better than chance)
+        prompts = [str(i) for i in range(len(scores.labels)) for _ in range(scores.labels.shape[1])]
+        for picker in ("clap", "reward"):
+            out[f"{task}.{picker}.within_prompt_auc"] = within_prompt_auc(getattr(scores, picker).ravel(), scores.labels.ravel(), prompts)
     return out
 
 
@@ -112,7 +117,9 @@ def rerank_markdown(table: dict[str, float], tasks: tuple[str, ...], ns: tuple[i
             cells = [f"{table[f'{task}.{picker}.n{n}']:.3f}" if f"{task}.{picker}.n{n}" in table else "" for n in ns]
             lines.append(f"| {task} | {picker} | " + " | ".join(cells) + " |")
     gain = table.get("temporal.reward.n4", float("nan")) - table.get("temporal.reward.n1", float("nan"))
-    lines += ["", f"temporal: reward pick at N=4 minus N=1 = {gain * 100:+.1f} points (goal >= +15)"]
+    lines += ["", f"temporal: reward pick at N=4 minus N=1 = {gain * 100:+.1f} points (goal >= +15)", ""]
+    lines += ["| task | CLAP within-prompt AUC | reward within-prompt AUC |", "|---|---|---|"]
+    lines += [f"| {task} | {table.get(f'{task}.clap.within_prompt_auc', float('nan')):.3f} | {table.get(f'{task}.reward.within_prompt_auc', float('nan')):.3f} |" for task in tasks]
     return "\n".join(lines)
 
 

@@ -106,13 +106,27 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def within_prompt_auc(scores: np.ndarray, labels: np.ndarray, prompts: list[str]) -> float:
+    """Mean ROC AUC among each prompt's own clips (prompts with both an accepted and a rejected clip;
+    nan if none). What best-of-N needs: a model that only learns which prompts are easy scores 0.5 here
+    however high its pooled AUC."""
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(prompt, []).append(i)
+    aucs = [roc_auc(scores[idx], labels[idx]) for idx in map(np.array, groups.values())]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def reward_metrics(rewards: np.ndarray, clips: LabelledClips) -> dict[str, float]:
     labels, oracle = clips.labels, clips.oracle_labels
+    prompts = [r.prompt for r in clips.records]
     return {
         "accuracy": float(np.mean(np.abs(rewards - labels) < 0.5)),
         "roc_auc": roc_auc(rewards, labels),
         "oracle_agreement": float(np.mean((rewards >= 0.5) == (oracle >= 0.5))),
         "oracle_roc_auc": roc_auc(rewards, oracle),
+        "oracle_within_prompt_auc": within_prompt_auc(rewards, oracle, prompts),
         "positive_rate": float(labels.mean()),
         "clips": float(len(labels)),
     }
