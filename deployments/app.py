@@ -100,15 +100,15 @@ class Generator:
             "sample_rate": self.pipe.sample_rate,
             "max_duration_s": c.max_duration_s,
             "dynamic_batching": self.dynamic_batching,
-            "torch_threads": torch.get_num_threads(),  # Ray sets OMP_NUM_THREADS to the replica's num_cpus
+            "torch_threads": torch.get_num_threads(),  # see use_cores
             "defaults": {"steps": c.default_steps, "guidance_scale": c.default_guidance_scale, "scheduler": c.default_scheduler, "duration_s": c.default_duration_s},
         }
 
     @serve.batch(max_batch_size=MAX_BATCH_WAVEFORMS, batch_wait_timeout_s=0.05, batch_size_fn=count_waveforms)
-    async def generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+    async def generate_batch(self, calls: list[GenerationCall]) -> list[GeneratedAudio | Exception]:
         return await self._run(calls)
 
-    async def _run(self, calls: list[GenerationCall]) -> list[GeneratedAudio]:
+    async def _run(self, calls: list[GenerationCall]) -> list[GeneratedAudio | Exception]:
         generator_batch_histogram().observe(count_waveforms(calls))
         # the torch call blocks; run it off the replica's event loop so requests keep queueing meanwhile
         return await asyncio.to_thread(generate_grouped, self.pipe, calls, return_exceptions=True)
