@@ -78,12 +78,11 @@ def main() -> None:
     import torch
     from ray import serve
 
-    from deployments.config import start_ray
+    from deployments.config import free_port, start_ray
     from services.checkpoints import shipped
     from services.generator import TangoPipeline
     from services.pipeline import GenerationSettings, TextToAudio
     from services.reward import RewardModel
-    from tests.conftest import free_port
 
     start_ray(args.num_cpus)
     port = free_port()

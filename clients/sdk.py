@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from deployments.schemas import BatchItem, BatchRequest, BatchResponse, GenerationParameters, GenerationRequest, GenerationResponse
+from deployments.schemas import BatchRequest, BatchResponse, GenerationParameters, GenerationRequest, GenerationResponse
 
 RETRY_STATUSES = frozenset({408, 429, 503})
 Model = TypeVar("Model", bound=BaseModel)
@@ -81,8 +81,6 @@ class Generation(GenerationResponse):
 
 
 class GenerationBatch(BatchResponse):
-    results: list[BatchItem]
-
     def generations(self) -> list[Generation | None]:
         """Each prompt's result (None where it failed; its `error` says why), in prompt order."""
         return [Generation.model_validate(item.result.model_dump()) if item.result else None for item in self.results]

@@ -77,12 +77,11 @@ class Generator:
     ) -> None:
         import torch
 
-        use_cores(torch_threads)
-
         from services.checkpoints import shipped
         from services.generator import TangoPipeline
         from services.manifest import checkpoint_version
 
+        use_cores(torch_threads)
         directory = Path(checkpoint) if checkpoint else shipped("generator")
         self.pipe = TangoPipeline.from_pretrained(directory, device=device, dtype=getattr(torch, dtype) if dtype else None)
         self.version = checkpoint_version(directory)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import time
 from importlib import resources
 from pathlib import Path
@@ -97,6 +98,13 @@ def validate(config: dict[str, Any]):
     if unknown:
         raise ServeConfigError(f"unknown args {sorted(unknown)} for deployments.app:build_app; known: {', '.join(BUILD_ARGS)}")
     return schema
+
+
+def free_port() -> int:
+    """A TCP port nothing on 127.0.0.1 listens on right now (tests and benchmarks serve on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_ray(num_cpus: int | None = None, metrics_port: int | None = None) -> None:

@@ -1,16 +1,9 @@
 import os
-import socket
 from dataclasses import dataclass
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -27,7 +20,7 @@ def service():
     import ray
     from ray import serve
 
-    from deployments.config import deploy, read_config, shipped_config, start_ray, with_overrides
+    from deployments.config import deploy, free_port, read_config, shipped_config, start_ray, with_overrides
 
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     port, metrics_port = free_port(), free_port()

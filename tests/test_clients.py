@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from clients import AsyncTTAClient, RetryPolicy, TTAClient, TTAError
-from tests.conftest import free_port
+from deployments.config import free_port
 
 FAST = {"steps": 2}
 QUICK_RETRY = RetryPolicy(max_retries=3, backoff_s=0.05)
