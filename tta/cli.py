@@ -218,6 +218,55 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
     click.echo(f"wrote {out}")
 
 
+@train.command("rewriter")
+@click.option("--stage", type=click.Choice(["sft", "feedback"]), required=True, help="sft: train from scratch on world pairs; feedback: CLAP-ranked margin-ranking fine-tune of --init")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="rewriter directory (model, tokenizer, MANIFEST.json)")
+@click.option("--init", "init_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="feedback: the rewriter to fine-tune (an SFT output, or any local FLAN-T5 directory)")
+@click.option("--steps", type=click.IntRange(1), default=None, help="default: 4000 (sft), 300 (feedback)")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="default: 32 pairs (sft), 8 prompts (feedback)")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="default: 1e-3 (sft), 1e-4 (feedback)")
+@click.option("--passthrough", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="sft: share of caption -> same caption pairs")
+@click.option("--vocab-size", type=click.IntRange(100, 32000), default=1000, show_default=True, help="sft: BPE vocabulary cap (the world's texts fill ~530)")
+@click.option("--n-prompts", type=click.IntRange(1), default=160, show_default=True, help="feedback: user prompts sampled for ranking (cycling the training descriptions)")
+@click.option("--k", type=click.IntRange(2, 32), default=6, show_default=True, help="feedback: rewrites sampled per prompt")
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="feedback: sampling temperature")
+@click.option("--margin", type=click.FloatRange(0), default=0.05, show_default=True, help="feedback: ranking margin per rank step (scores are mean log-probs per token)")
+@click.option("--mle-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="feedback: weight of MLE on each prompt's best rewrite")
+@click.option("--passthrough-weight", type=click.FloatRange(0), default=0.5, show_default=True, help="feedback: weight of MLE on caption -> caption pairs")
+@click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="feedback: generator making the clips (default: shipped)")
+@click.option("--clap", "clap_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="feedback: CLAP judging them (default: shipped)")
+@click.option("--oracle", "oracle_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="feedback: oracle for the CLAP-agreement diagnostic only (default: shipped)")
+@click.option("--generation-steps", type=click.IntRange(1, 1000), default=None, help="feedback: denoising steps per clip (default: the generator's served default)")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="train state (resumes), log, feedback.jsonl (default: runs/rewriter/<stage>)")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
+def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int | None, batch_size: int | None, lr: float | None, passthrough: float, vocab_size: int, n_prompts: int, k: int, temperature: float, margin: float, mle_weight: float, passthrough_weight: float, generator_dir: Path | None, clap_dir: Path | None, oracle_dir: Path | None, generation_steps: int | None, seed: int, work_dir: Path | None, checkpoint_every: int, device: str | None) -> None:
+    """The prompt rewriter: supervised from scratch (sft), then CLAP-feedback margin ranking (feedback)."""
+    from services.checkpoints import shipped
+    from services.manifest import ManifestError
+    from services.modeling import CheckpointError
+    from training.train_rewriter import train_feedback, train_sft
+
+    work_dir = work_dir or Path("runs/rewriter") / stage
+    try:
+        if stage == "sft":
+            if init_dir is not None:
+                _fail("--init is for --stage feedback; sft trains from scratch")
+            metrics = train_sft(out, steps or 4000, batch_size or 32, lr or 1e-3, seed, work_dir, passthrough, vocab_size, checkpoint_every, device, _command_line())
+        else:
+            if init_dir is None:
+                _fail("--stage feedback needs --init (the SFT rewriter to fine-tune)")
+            metrics = train_feedback(
+                init_dir, out, steps or 300, batch_size or 8, lr or 1e-4, margin, mle_weight, passthrough_weight, n_prompts, k, temperature, seed, work_dir,
+                generator_dir or shipped("generator"), clap_dir or shipped("clap"), oracle_dir, checkpoint_every, device, _command_line(), generation_steps,
+            )
+    except (ValueError, CheckpointError, ManifestError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"wrote {out}")
+
+
 @train.command("generator")
 @click.option("--scale", type=click.Choice(["mini"]), default="mini", show_default=True, help="full-scale TANGO comes from `tta convert-tango`")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/generator"), show_default=True)
@@ -481,6 +530,46 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
         logs = {name: [json.loads(line) for line in (d / TRAINING_LOG).read_text().splitlines()] for name, d in rows.items() if (d / TRAINING_LOG).is_file()}
         if logs:
             click.echo(f"plot: {training_curves(logs, ('loss', 'pretrain', 'feedback'), out / 'training.png', 'BATON fine-tuning (moving average)')}")
+    if as_json:
+        click.echo(json.dumps({k: round(v, 4) for k, v in table.items()}))
+
+
+@eval_.command("rewriter")
+@click.option("--sft", "sft_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row sft: rewriter directory (default: the shipped rewriter-sft)")
+@click.option("--feedback", "feedback_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row feedback: rewriter directory (default: the shipped rewriter)")
+@click.option("--prompts", "which", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True, help="open prompts: held-out scene descriptions, or the training ones")
+@click.option("--seeds", type=click.IntRange(1, 16), default=4, show_default=True, help="clips per prompt (the same noise seeds in every row)")
+@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator (default: the shipped one)")
+@click.option("--clap", "clap_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP for the CLAP column (default: the shipped mini CLAP)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and rewriter.png here")
+@click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like feedback.clap) on the last line")
+def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: Path | None, which: str, seeds: int, checkpoint: Path | None, clap_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
+    """The rewriter table: raw prompt vs SFT rewrite vs SFT + CLAP feedback, on open prompts."""
+    from services.checkpoints import shipped
+    from services.clap import load_clap
+    from services.manifest import ManifestError, checkpoint_version
+    from services.modeling import CheckpointError
+    from services.rewriter import PromptRewriter
+    from training.eval_rewriter import evaluate_rewriters, rewriter_markdown, rewriter_plot, rewriter_table
+
+    try:
+        rewriters = {"raw": None, "sft": PromptRewriter.from_pretrained(sft_dir or shipped("rewriter-sft")), "feedback": PromptRewriter.from_pretrained(feedback_dir or shipped("rewriter"))}
+        clap_dir = clap_dir or shipped("clap")
+        clap = load_clap(clap_dir)
+    except (CheckpointError, ManifestError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    pipe = _load_generator(checkpoint, device)
+    oracle, _ = _load_oracle(None)
+    results = evaluate_rewriters(rewriters, pipe, clap, oracle, heldout=which == "heldout", seeds=seeds)
+    text = rewriter_markdown(results, checkpoint_version(clap_dir))
+    click.echo(text)
+    table = rewriter_table(results)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text + "\n")
+        (out / "report.json").write_text(json.dumps(table, indent=2) + "\n")
+        click.echo(f"plot: {rewriter_plot(results, out / 'rewriter.png')}")
     if as_json:
         click.echo(json.dumps({k: round(v, 4) for k, v in table.items()}))
 

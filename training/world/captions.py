@@ -95,3 +95,23 @@ def heldout_fragments() -> list[str]:
             if piece and not piece.startswith("{") and piece not in ("then", "and"):
                 frags.append(piece)
     return frags
+
+
+def mentioned_events(text: str) -> list[str]:
+    """Events a caption names through any of their phrasings (train or held-out), in text order.
+
+    A text-level reading of a rewrite: which sounds it asks for. Longest phrasings match first, so
+    "a church bell tolls" is one mention, not two."""
+    low = " " + " ".join(text.lower().split()) + " "
+    spans: list[tuple[int, int, str]] = []
+    phrases = sorted(((ph, e) for e, p in EVENT_PHRASINGS.items() for ph in p.clauses + p.nouns + p.heldout_clauses + p.heldout_nouns), key=lambda x: -len(x[0]))
+    for phrase, event in phrases:
+        start = low.find(phrase)
+        while start >= 0:
+            end = start + len(phrase)
+            whole_words = not low[start - 1].isalnum() and not low[end].isalnum()
+            if whole_words and not any(s < end and start < e for s, e, _ in spans):
+                spans.append((start, end, event))
+            start = low.find(phrase, end)
+    ordered = [e for _, _, e in sorted(spans)]
+    return list(dict.fromkeys(ordered))

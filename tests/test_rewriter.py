@@ -1,0 +1,234 @@
+"""The prompt rewriter: template, loading from a directory, the margin ranking loss, the training data,
+and a tiny end-to-end run of both training stages with the real generator, CLAP and oracle."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from services.modeling import CheckpointError
+from services.rewriter import INSTRUCTION, MAX_PROMPT_CHARS, PromptRewriter, instruction
+from training.train_rewriter import (
+    build_tokenizer,
+    feedback_diagnostics,
+    mini_rewriter,
+    open_prompts,
+    ranking_loss,
+    sft_pairs,
+    text_scene_consistency,
+    tokenizer_corpus,
+)
+from training.world.captions import heldout_fragments, mentioned_events
+from training.world.scenes import SCENE_BY_ID
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(tokenizer_corpus(7, n=2000))
+
+
+@pytest.fixture(scope="module")
+def rewriter_dir(tokenizer, tmp_path_factory):
+    """A tiny random T5ForConditionalGeneration and its tokenizer, saved with save_pretrained."""
+    directory = tmp_path_factory.mktemp("tiny_t5")
+    mini_rewriter(tokenizer, seed=0).save_pretrained(directory)
+    return directory
+
+
+# ----------------------------------------------------------------------------- template
+def test_instruction_wraps_the_prompt_in_the_template():
+    assert instruction("a farmyard") == INSTRUCTION.format(prompt="a farmyard")
+    assert instruction("  a   rainy\nstreet ") == INSTRUCTION.format(prompt="a rainy street")
+    assert instruction("a farmyard").startswith("Rewrite this sound description into a detailed, literal description of the sounds and their order: ")
+
+
+@pytest.mark.parametrize("bad, message", [("", "blank"), ("   ", "blank"), ("x" * (MAX_PROMPT_CHARS + 1), "at most")])
+def test_instruction_refuses_bad_prompts(bad, message):
+    with pytest.raises(ValueError, match=message):
+        instruction(bad)
+
+
+# ----------------------------------------------------------------------------- loading
+def test_loads_a_t5_directory_and_rewrites(rewriter_dir, tokenizer):
+    rw = PromptRewriter.from_pretrained(rewriter_dir)
+    assert type(rw.model).__name__ == "T5ForConditionalGeneration"
+    assert len(rw.tokenizer) == len(tokenizer)
+    out = rw.rewrite(["a farmyard", "a dog barks, then a bell rings"])
+    assert len(out) == 2 and all(isinstance(t, str) and t for t in out)
+    assert rw.rewrite(["a farmyard"]) == out[:1]  # greedy: deterministic
+    samples = rw.sample(["a farmyard"], k=3, seed=1)
+    assert len(samples) == 1 and len(samples[0]) == 3
+    assert samples == rw.sample(["a farmyard"], k=3, seed=1)
+
+
+def test_save_pretrained_round_trip(rewriter_dir, tmp_path):
+    rw = PromptRewriter.from_pretrained(rewriter_dir)
+    again = PromptRewriter.from_pretrained(rw.save_pretrained(tmp_path / "copy"))
+    prompts = ["a quiet house", "thunder rumbles"]
+    assert again.rewrite(prompts) == rw.rewrite(prompts)
+
+
+def test_refuses_a_directory_that_is_not_a_t5(tmp_path, rewriter_dir):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        PromptRewriter.from_pretrained(tmp_path)
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="T5-class"):
+        PromptRewriter.from_pretrained(bert)
+
+
+def test_refuses_a_tokenizer_larger_than_the_embedding(rewriter_dir, tmp_path):
+    import shutil
+
+    small = tmp_path / "small"
+    shutil.copytree(rewriter_dir, small)
+    config = json.loads((small / "config.json").read_text())
+    config["vocab_size"] = 200
+    (small / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="tokenizer has"):
+        PromptRewriter.from_pretrained(small)
+
+
+def test_sequence_scores_are_length_normalised_log_likelihoods(rewriter_dir):
+    rw = PromptRewriter.from_pretrained(rewriter_dir)
+    scores, valid = rw.sequence_scores(["a farmyard", "a park in spring"], [["a cow moos", "a dog barks, then a cow moos", "rain"], ["a bird sings"]])
+    assert scores.shape == (2, 3) and valid.tolist() == [[True, True, True], [True, False, False]]
+    assert (scores[valid] < 0).all() and (scores[~valid] == 0).all()
+    # the same candidate alone scores the same: no leakage across the ragged batch
+    alone, _ = rw.sequence_scores(["a park in spring"], [["a bird sings"]])
+    assert torch.allclose(alone[0, 0], scores[1, 0], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- ranking loss
+def test_ranking_loss_is_zero_when_the_order_holds_with_margin():
+    scores = torch.tensor([[-0.1, -0.5, -0.9]])
+    assert ranking_loss(scores, torch.ones_like(scores, dtype=torch.bool), margin=0.1).item() == 0.0
+
+
+def test_ranking_loss_charges_a_reversed_order():
+    scores = torch.tensor([[-0.9, -0.5, -0.1]])  # best-ranked candidate scores lowest
+    loss = ranking_loss(scores, torch.ones_like(scores, dtype=torch.bool), margin=0.0)
+    # pairs (0,1): 0.4, (0,2): 0.8, (1,2): 0.4 -> mean 1.6/3
+    assert loss.item() == pytest.approx(1.6 / 3)
+
+
+def test_ranking_loss_margin_grows_with_rank_distance():
+    scores = torch.zeros(1, 3)  # ties: each pair costs exactly margin * (j - i)
+    loss = ranking_loss(scores, torch.ones_like(scores, dtype=torch.bool), margin=0.5)
+    assert loss.item() == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    # a gap of 0.6 satisfies a rank distance of 1 at margin 0.5, not a distance of 2
+    scores = torch.tensor([[0.0, -0.6, -1.2]])
+    assert ranking_loss(scores, torch.ones_like(scores, dtype=torch.bool), margin=0.5).item() == 0.0
+    scores = torch.tensor([[0.0, -0.6, -0.9]])  # pair (0,2) misses by 0.1, pair (1,2) by 0.2
+    assert ranking_loss(scores, torch.ones_like(scores, dtype=torch.bool), margin=0.5).item() == pytest.approx(0.3 / 3)
+
+
+def test_ranking_loss_ignores_padding_slots():
+    scores = torch.tensor([[-0.1, -0.5, 5.0]])
+    valid = torch.tensor([[True, True, False]])
+    assert ranking_loss(scores, valid, margin=0.1).item() == 0.0
+    assert ranking_loss(scores, torch.tensor([[True, False, False]]), margin=0.1).item() == 0.0
+
+
+def test_ranking_loss_steps_teach_the_model_the_order(rewriter_dir):
+    """A few steps on the ranking loss alone raise the best candidate's score over the worst."""
+    rw = PromptRewriter.from_pretrained(rewriter_dir)
+    rw.model.train()
+    prompts, cands = ["a farmyard"], [["a cow moos, then a dog barks", "a bird sings", "a siren wails"]]
+    opt = torch.optim.Adam(rw.model.parameters(), lr=1e-3)
+    with torch.no_grad():
+        before, _ = rw.sequence_scores(prompts, cands)
+    for _ in range(20):
+        scores, valid = rw.sequence_scores(prompts, cands)
+        loss = ranking_loss(scores, valid, margin=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after, valid = rw.sequence_scores(prompts, cands)
+    assert (after[0, 0] - after[0, 2]) > (before[0, 0] - before[0, 2])
+    assert ranking_loss(after, valid, 0.1) < ranking_loss(before, valid, 0.1)
+
+
+# ----------------------------------------------------------------------------- data
+def test_sft_pairs_never_hold_heldout_descriptions_or_phrasings():
+    pairs = sft_pairs(3000, seed=0, passthrough=0.3)
+    heldout = set(open_prompts(heldout=True))
+    assert not heldout & {p for p, _ in pairs}
+    text = " ".join(t for pair in pairs for t in pair)
+    assert not [f for f in heldout_fragments() if f in text]
+    passthrough = [p for p, t in pairs if p == t]
+    assert 0.25 < len(passthrough) / len(pairs) < 0.35
+    assert all(mentioned_events(t) for _, t in pairs)  # every target names its sounds
+
+
+def test_mentioned_events_reads_sounds_in_text_order():
+    assert mentioned_events("a cow moos, then a dog barks") == ["cow_moo", "dog_bark"]
+    assert mentioned_events("a church bell tolls while rain falls") == ["bell", "rain"]
+    assert mentioned_events("a thunderstorm") == []  # whole words only
+    assert mentioned_events("a farmyard") == []
+
+
+def test_text_scene_consistency():
+    farm = SCENE_BY_ID["farmyard"]
+    assert text_scene_consistency(["a cow moos, then a dog barks"], [farm]) == 1.0
+    assert text_scene_consistency(["a cow moos, then a siren wails"], [farm]) == 0.5
+    assert text_scene_consistency(["a farmyard"], [farm]) == 0.0
+
+
+def test_feedback_diagnostics_measure_clap_oracle_agreement():
+    rows = [
+        {"prompt": "a farmyard", "candidates": ["a", "b", "c"], "clap": [0.9, 0.5, 0.1], "events": [["cow_moo"], ["cow_moo", "siren"], ["siren"]]},
+        {"prompt": "a dairy farm", "candidates": ["a", "b"], "clap": [0.1, 0.9], "events": [["cow_moo"], ["siren"]]},
+    ]
+    d = feedback_diagnostics(rows)
+    assert d["rows"] == 2
+    assert d["clap_oracle_pair_agreement"] == pytest.approx(3 / 4)
+    assert d["scene_consistency_clap_best"] == pytest.approx((1.0 + 0.0) / 2)
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_tiny_sft_then_feedback_end_to_end(tmp_path):
+    """Both stages through the CLI at toy size: real generator clips, ranked by the real mini CLAP."""
+    from click.testing import CliRunner
+
+    from tta.cli import main
+
+    runner = CliRunner()
+    sft = tmp_path / "sft"
+    result = runner.invoke(main, ["train", "rewriter", "--stage", "sft", "--out", str(sft), "--steps", "3", "--batch-size", "4", "--work-dir", str(tmp_path / "w_sft")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((sft / "MANIFEST.json").read_text())["stage"] == "sft"
+
+    fb = tmp_path / "fb"
+    args = ["train", "rewriter", "--stage", "feedback", "--init", str(sft), "--out", str(fb), "--steps", "2", "--batch-size", "2", "--n-prompts", "2", "--k", "3", "--generation-steps", "4", "--work-dir", str(tmp_path / "w_fb")]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "w_fb" / "feedback.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["prompt"] in open_prompts(heldout=False)
+        assert 1 <= len(row["candidates"]) <= 3 and len(row["clap"]) == len(row["candidates"]) == len(row["events"])
+    manifest = json.loads((fb / "MANIFEST.json").read_text())
+    assert manifest["stage"] == "feedback" and manifest["init"].startswith("sft@")
+    assert "rank" in (fb / "feedback_log.jsonl").read_text()
+    rw = PromptRewriter.from_pretrained(fb)
+    assert len(rw.rewrite(["a farmyard"])) == 1
+
+    # resumed: the cached feedback rows are reused, training goes on from its saved step
+    result = runner.invoke(main, [*args[:-4], "--steps", "3", "--work-dir", str(tmp_path / "w_fb")])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "w_fb" / "feedback.jsonl").read_text().splitlines()) == 2
+    assert "resumed from" in result.output
+
+
+def test_feedback_stage_needs_init(tmp_path):
+    from click.testing import CliRunner
+
+    from tta.cli import main
+
+    result = CliRunner().invoke(main, ["train", "rewriter", "--stage", "feedback", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "--init" in result.output
