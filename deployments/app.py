@@ -1,8 +1,9 @@
-"""The Ray Serve application: FastAPI ingress -> Generator (batched) -> Reranker [Rewriter as it lands].
+"""The Ray Serve application: FastAPI ingress -> Rewriter -> Generator (batched) -> Reranker.
 
-Deployments are thin: the Generator wraps `services.generator.TangoPipeline` and the grouping logic
-of `services.pipeline`, the Reranker wraps `services.reward.RewardModel` (its head in ONNX Runtime);
-everything that decides results lives in services/ and runs without Ray.
+Deployments are thin: the Rewriter wraps `services.rewriter.PromptRewriter`, the Generator wraps
+`services.generator.TangoPipeline` and the grouping logic of `services.pipeline`, the Reranker wraps
+`services.reward.RewardModel` (its head in ONNX Runtime); everything that decides results lives in
+services/ and runs without Ray.
 
     tta serve [--config deployments/configs/serve-cpu.yaml]   # or: serve run deployments/configs/serve-cpu.yaml
     curl -s -X POST localhost:8000/v1/audio/generations -H 'Accept: audio/wav' \\
@@ -145,6 +146,24 @@ class Reranker:
         return (await asyncio.to_thread(self.model.score, prompt, waveforms, sample_rate)).tolist()
 
 
+@serve.deployment(max_ongoing_requests=32, max_queued_requests=64, ray_actor_options={"num_cpus": 0, "num_gpus": 0})
+class Rewriter:
+    """Prompt rewriter replica (FLAN-T5 class): greedy rewrites, concurrent prompts decoded in one batch."""
+
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, torch_threads: int | None = None) -> None:
+        from services.rewriter import load_rewriter
+
+        use_cores(torch_threads)
+        self.model = load_rewriter(checkpoint, device or "cpu")
+
+    def info(self) -> dict[str, Any]:
+        return {"version": self.model.version, "device": str(self.model.device)}
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def rewrite(self, prompts: list[str]) -> list[str]:
+        return await asyncio.to_thread(self.model.rewrite, prompts)
+
+
 api = FastAPI(title="Aligned text-to-audio", version=__version__, description="Prompt -> N candidate clips -> the one people are most likely to accept.")
 
 
@@ -174,13 +193,14 @@ class ServiceUnavailable(Exception):
 @serve.deployment(max_ongoing_requests=256, max_queued_requests=256, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, generator: DeploymentHandle, reranker: DeploymentHandle | None = None, request_timeout_s: float = 120.0) -> None:
+    def __init__(self, generator: DeploymentHandle, reranker: DeploymentHandle | None = None, rewriter: DeploymentHandle | None = None, request_timeout_s: float = 120.0) -> None:
         self.generator = generator
-        self.rewriter = None  # lands with the rewriter issue
+        self.rewriter = rewriter
         self.reranker = reranker
         self.request_timeout_s = request_timeout_s
         self._info: dict[str, Any] | None = None
         self._reranker_info: dict[str, Any] | None = None
+        self._rewriter_info: dict[str, Any] | None = None
 
     async def _generator_info(self) -> dict[str, Any]:
         if self._info is None:
@@ -192,6 +212,11 @@ class Ingress:
             self._reranker_info = await self.reranker.info.remote()
         return self._reranker_info
 
+    async def _rewrite_info(self) -> dict[str, Any] | None:
+        if self.rewriter is not None and self._rewriter_info is None:
+            self._rewriter_info = await self.rewriter.info.remote()
+        return self._rewriter_info
+
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -201,13 +226,14 @@ class Ingress:
         try:
             info = await asyncio.wait_for(self._generator_info(), timeout=5)
             reranker = await asyncio.wait_for(self._rerank_info(), timeout=5)
+            rewriter = await asyncio.wait_for(self._rewrite_info(), timeout=5)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return JSONResponse({"status": "not ready", "reason": f"{type(exc).__name__}: {exc}"}, status_code=503)
-        return JSONResponse({"status": "ready", "generator": info["version"], "reranker": reranker["version"] if reranker else None})
+        return JSONResponse({"status": "ready", "generator": info["version"], "reranker": reranker["version"] if reranker else None, "rewriter": rewriter["version"] if rewriter else None})
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
-        return {"generator": await self._generator_info(), "rewriter": None, "reranker": await self._rerank_info(), "request_timeout_s": self.request_timeout_s}
+        return {"generator": await self._generator_info(), "rewriter": await self._rewrite_info(), "reranker": await self._rerank_info(), "request_timeout_s": self.request_timeout_s}
 
     def _deadline(self, params: GenerationParameters) -> float:
         return min(params.timeout_s, self.request_timeout_s) if params.timeout_s else self.request_timeout_s
@@ -237,9 +263,12 @@ class Ingress:
     async def _generate(self, prompt: str, params: GenerationParameters, fmt: str) -> GenerationResponse:
         if params.rewrite and self.rewriter is None:
             raise ValueError("rewrite=true, but no rewriter is deployed; leave rewrite unset or false")
+        t_start = time.perf_counter()
+        # rewrite by default when a rewriter is deployed; the generator gets the rewrite, the reward judges the user's prompt
+        rewritten = await self.rewriter.rewrite.remote(prompt) if self.rewriter is not None and params.rewrite is not False else None
         t0 = time.perf_counter()
         settings = GenerationSettings(params.steps, params.guidance_scale, params.duration_s, params.scheduler, params.negative_prompt)
-        call = GenerationCall(prompt, params.num_candidates, params.seed, settings, deadline=time.time() + self._deadline(params))
+        call = GenerationCall(rewritten or prompt, params.num_candidates, params.seed, settings, deadline=time.time() + self._deadline(params))
         audio: GeneratedAudio = await self.generator.generate.remote(call)
         t1 = time.perf_counter()
         # the reward judges the user's prompt, on this prompt's candidates only
@@ -254,13 +283,13 @@ class Ingress:
         best_audio = b64(best)
         outs = [CandidateOut(index=c.index, seed=c.seed, reward=c.reward, audio=(best_audio if k == 0 else b64(c)) if params.return_candidates == "all" else None) for k, c in enumerate(candidates)]
         t3 = time.perf_counter()
-        timings = {"rewrite_s": 0.0, "generate_s": t1 - t0, "rerank_s": t2 - t1, "encode_s": t3 - t2, "total_s": t3 - t0, "batch_waveforms": float(audio.batch_waveforms)}
+        timings = {"rewrite_s": t0 - t_start, "generate_s": t1 - t0, "rerank_s": t2 - t1, "encode_s": t3 - t2, "total_s": t3 - t_start, "batch_waveforms": float(audio.batch_waveforms)}
         ingress_metrics().observe_request(timings, len(candidates), [c.reward for c in candidates])
         info = await self._generator_info()
         return GenerationResponse(
             id=uuid.uuid4().hex,
             prompt=prompt,
-            rewritten_prompt=None,
+            rewritten_prompt=rewritten,
             sample_rate=audio.sample_rate,
             format=fmt,  # type: ignore[arg-type]
             audio=best_audio,
@@ -269,7 +298,7 @@ class Ingress:
             candidates=outs,
             settings=audio.settings,
             timings=timings,
-            models={"generator": info["version"], "rewriter": None, "reranker": (await self._rerank_info() or {}).get("version")},
+            models={"generator": info["version"], "rewriter": (await self._rewrite_info() or {}).get("version"), "reranker": (await self._rerank_info() or {}).get("version")},
         )
 
     @api.post(
@@ -301,6 +330,7 @@ class Ingress:
             "X-Sample-Rate": str(result.sample_rate),
             "X-Model-Generator": result.models["generator"] or "",
             "X-Model-Reranker": result.models["reranker"] or "",
+            "X-Model-Rewriter": result.models["rewriter"] or "",
             "X-Generate-Seconds": f"{result.timings['generate_s']:.3f}",
         }
         return Response(content=base64.b64decode(result.audio), media_type=f"audio/{fmt}", headers=headers)
@@ -330,6 +360,8 @@ BUILD_ARGS = {
     "reward_checkpoint": "reward model directory (default: the shipped one)",
     "reranker_backend": "onnx | torch for the reward head (default onnx)",
     "reranker": "reward | none (none: candidates in generation order, without rewards)",
+    "rewriter": "model | none (none: prompts go to the generator as sent)",
+    "rewriter_checkpoint": "rewriter directory, any local FLAN-T5-class model (default: the shipped mini rewriter)",
     "request_timeout_s": "the longest a generation may take before 504 (default 120); requests may ask for less with timeout_s",
 }
 
@@ -367,4 +399,10 @@ def build_app(args: dict[str, Any] | None = None):
             backend=args.get("reranker_backend", "onnx"),
             torch_threads=int(args["torch_threads"]) if args.get("torch_threads") else None,
         )
-    return Ingress.bind(generator, reranker, request_timeout_s=float(args.get("request_timeout_s", 120)))
+    rewriter_kind = str(args.get("rewriter", "model")).lower()
+    if rewriter_kind not in ("model", "none"):
+        raise ValueError(f"rewriter must be model or none, got {rewriter_kind!r}")
+    rewriter = None
+    if rewriter_kind == "model":
+        rewriter = Rewriter.bind(checkpoint=args.get("rewriter_checkpoint"), device=args.get("device"), torch_threads=int(args["torch_threads"]) if args.get("torch_threads") else None)
+    return Ingress.bind(generator, reranker, rewriter, request_timeout_s=float(args.get("request_timeout_s", 120)))

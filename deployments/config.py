@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 APP_NAME = "tta"
-DEPLOYMENT_NAMES = ("Ingress", "Generator", "Reranker")
+DEPLOYMENT_NAMES = ("Ingress", "Generator", "Reranker", "Rewriter")
 
 
 class ServeConfigError(ValueError):
@@ -69,6 +69,9 @@ def with_overrides(
             by_name[name] = {"name": name}
             app["deployments"].append(by_name[name])
         by_name[name].update(options)
+    # a stage switched off has no deployment, and Ray refuses options for a deployment the app lacks
+    off = {"Reranker": str(app["args"].get("reranker", "reward")).lower() == "none", "Rewriter": str(app["args"].get("rewriter", "model")).lower() == "none"}
+    app["deployments"] = [d for d in app["deployments"] if not off.get(d["name"], False)]
     return config
 
 

@@ -104,7 +104,7 @@ def test_checkpoint_paths_are_on_the_models_volume_of_every_pod(rayservice):
     args = tta_application(read_config(shipped_config("gpu")))["args"]
     for name, template in pod_templates(rayservice).items():
         mounts = {m["mountPath"] for c in template["spec"]["containers"] for m in c.get("volumeMounts", [])}
-        for key in ("checkpoint", "reward_checkpoint"):
+        for key in ("checkpoint", "reward_checkpoint", "rewriter_checkpoint"):
             assert any(args[key].startswith(m + "/") for m in mounts), f"{name}: {args[key]} is on no mounted volume"
         env = {e["name"]: e.get("value") for c in template["spec"]["containers"] for e in c.get("env", [])}
         assert env.get("HF_HUB_OFFLINE") == "1", f"{name}: nothing may download weights"

@@ -13,12 +13,12 @@ def test_shipped_configs_are_valid_serve_configs(kind):
     config = read_config(shipped_config(kind))
     schema = validate(config)
     deployments = {d.name: d for d in schema.applications[0].deployments}
-    assert set(deployments) == {"Ingress", "Generator", "Reranker"}
+    assert set(deployments) == {"Ingress", "Generator", "Reranker", "Rewriter"}
     generator = deployments["Generator"]
     # @serve.batch holds at most 16 waveforms; max_ongoing_requests must let a full batch form
     assert generator.max_ongoing_requests >= 16 and 0 < generator.max_queued_requests < 1000
-    gpus = generator.ray_actor_options.num_gpus + deployments["Reranker"].ray_actor_options.num_gpus
-    assert gpus == (0 if kind == "cpu" else 1), "on GPU hosts one worker's GPU holds one Generator and one Reranker"
+    gpus = sum(deployments[name].ray_actor_options.num_gpus for name in ("Generator", "Reranker", "Rewriter"))
+    assert gpus == pytest.approx(0 if kind == "cpu" else 1), "on GPU hosts one worker's GPU holds one Generator, one Reranker and one Rewriter"
     if kind == "gpu":
         auto = generator.autoscaling_config.model_dump() if hasattr(generator.autoscaling_config, "model_dump") else generator.autoscaling_config
         assert auto["min_replicas"] >= 1 and auto["max_replicas"] > auto["min_replicas"] and auto["target_ongoing_requests"] > 0
@@ -42,7 +42,7 @@ def test_a_bad_config_is_refused_naming_the_field(tmp_path):
     with pytest.raises(ServeConfigError, match=r"applications\.0\.deployments\.1\.max_ongoing_requests"):
         validate(config)
     tta_application(config)["deployments"][1]["max_ongoing_requests"] = 16
-    tta_application(config)["deployments"].append({"name": "Rewritter"})
+    tta_application(config)["deployments"].append({"name": "Rewritter"})  # a typo
     with pytest.raises(ServeConfigError, match="Rewritter"):
         validate(config)
     (tmp_path / "x.yaml").write_text(yaml.safe_dump({"http_options": {"port": 1}}))
@@ -59,6 +59,8 @@ def test_build_app_refuses_unknown_or_bad_args():
         build_app({"dtype": "fp8"})
     with pytest.raises(ValueError, match="reranker must be"):
         build_app({"reranker": "clap"})
+    with pytest.raises(ValueError, match="rewriter must be"):
+        build_app({"rewriter": "gpt"})
     build_app(read_config(shipped_config("gpu"))["applications"][0]["args"])  # the shipped args all exist
 
 

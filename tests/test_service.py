@@ -36,6 +36,7 @@ def test_health_readiness_models_and_openapi(url):
     assert models["reranker"]["version"] == checkpoint_version(shipped("reward")) and models["reranker"]["backend"] == "onnx"
     assert "CPUExecutionProvider" in models["reranker"]["providers"]
     assert ready.json()["reranker"] == models["reranker"]["version"]
+    assert models["rewriter"]["version"] == ready.json()["rewriter"] == checkpoint_version(shipped("rewriter"))
     assert "/v1/audio/generations" in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
@@ -100,12 +101,25 @@ def test_bad_input_is_a_422_naming_the_field(url, body, field):
     "body, message",
     [
         ({"prompt": "a dog barks", "duration_s": 20, **FAST}, "duration_s must be in"),  # over this checkpoint's 10 s
-        ({"prompt": "a dog barks", "rewrite": True, **FAST}, "no rewriter is deployed"),
     ],
 )
 def test_requests_the_deployed_models_cannot_serve_are_a_422_saying_why(url, body, message):
     r = post(url, body)
     assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+
+def test_open_prompts_are_rewritten_and_the_generator_gets_the_rewrite(url):
+    body = {"prompt": "a farmyard", "seed": 11, **FAST}
+    r = post(url, body).json()
+    rewritten = r["rewritten_prompt"]
+    assert rewritten and rewritten != "a farmyard" and r["models"]["rewriter"].startswith("rewriter@")
+    assert r["prompt"] == "a farmyard" and r["timings"]["rewrite_s"] > 0
+    # what the generator received is the rewrite: sending it directly, unrewritten, gives the same clip
+    direct = post(url, {**body, "prompt": rewritten, "rewrite": False}).json()
+    assert direct["rewritten_prompt"] is None
+    assert np.abs(decode(direct["audio"])[0] - decode(r["audio"])[0]).max() < 1e-3
+    raw = httpx.post(f"{url}/v1/audio/generations", json=body, headers={"Accept": "audio/wav"}, timeout=120)
+    assert raw.headers["X-Model-Rewriter"] == r["models"]["rewriter"] and raw.headers["X-Rewritten-Prompt"]
 
 
 def test_batch_reports_each_prompt_and_one_failure_sinks_nothing(url):

@@ -424,7 +424,9 @@ def _generation_options(f):
 @click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator directory (default: the shipped mini default)")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="UNet/VAE precision (default: fp16 on CUDA, fp32 on CPU)")
-def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None) -> None:
+@click.option("--rewrite", is_flag=True, help="rewrite each prompt with the prompt rewriter first (as the service does by default)")
+@click.option("--rewriter", "rewriter_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="rewriter directory for --rewrite (default: the shipped one)")
+def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None, rewrite: bool, rewriter_dir: Path | None) -> None:
     """Generate N candidate clips per prompt; writes WAVs and a PNG of their mel spectrograms."""
     from services.audio import write_wav
     from training.plots import mel_sheet
@@ -432,18 +434,32 @@ def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps
     blank = [i for i, p in enumerate(prompts) if not p.strip()]
     if blank:
         _fail(f"prompt(s) {blank} are blank")
+    if rewriter_dir is not None and not rewrite:
+        _fail("--rewriter only applies with --rewrite")
+    texts = list(prompts)
+    if rewrite:
+        from services.manifest import ManifestError
+        from services.modeling import CheckpointError
+        from services.rewriter import load_rewriter
+
+        try:
+            texts = load_rewriter(rewriter_dir).rewrite(texts)
+        except (CheckpointError, ManifestError, FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        for prompt, text in zip(prompts, texts):
+            click.echo(f"rewrote {prompt!r} -> {text!r}")
     pipe = _load_generator(checkpoint, device, dtype)
     if duration_s is not None and duration_s > pipe.config.max_duration_s:
         _fail(f"--duration {duration_s} exceeds this generator's maximum of {pipe.config.max_duration_s} s")
-    result = pipe.generate(list(prompts), num_candidates=num_candidates, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, duration_s=duration_s, scheduler=scheduler, progress=True)
+    result = pipe.generate(texts, num_candidates=num_candidates, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, duration_s=duration_s, scheduler=scheduler, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     files, titles, audios = [], [], []
     for i, prompt in enumerate(prompts):
         for j in range(num_candidates):
             name = f"p{i:02d}-c{j:02d}-seed{result.seeds[i][j]}.wav"
             write_wav(out / name, result.waveforms[i, j], result.sample_rate)
-            files.append({"prompt": prompt, "candidate": j, "seed": result.seeds[i][j], "file": name})
-            titles.append(f"{prompt!r} (seed {result.seeds[i][j]})")
+            files.append({"prompt": prompt, "rewritten_prompt": texts[i] if rewrite else None, "candidate": j, "seed": result.seeds[i][j], "file": name})
+            titles.append(f"{prompt!r}{f' -> {texts[i]!r}' if rewrite else ''} (seed {result.seeds[i][j]})")
             audios.append(result.waveforms[i, j])
     mel_sheet(audios, titles, out / "mels.png")
     (out / "generation.json").write_text(json.dumps({"settings": result.settings, "timings": result.timings, "files": files}, indent=2) + "\n")
@@ -619,9 +635,11 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
 @click.option("--device", default=None, help="cpu or cuda[:i] for the generator and reward model (default: the config's)")
 @click.option("--reward", "reward_checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model directory (default: the config's, else the shipped one)")
 @click.option("--reranker", type=click.Choice(["reward", "none"]), default=None, help="none: no reranking, candidates in generation order (default: the config's)")
+@click.option("--rewriter", type=click.Choice(["model", "none"]), default=None, help="none: prompts go to the generator as sent (default: the config's)")
+@click.option("--rewriter-checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="rewriter directory, any local FLAN-T5-class model (default: the config's, else the shipped one)")
 @click.option("--num-cpus", type=click.IntRange(1), default=None, help="CPUs Ray may use (default: all)")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Ray's Prometheus endpoint (GET /metrics) with the service's ray_tta_* metrics")
-def serve_cmd(config_path: Path | None, host: str | None, port: int | None, checkpoint: Path | None, device: str | None, reward_checkpoint: Path | None, reranker: str | None, num_cpus: int | None, metrics_port: int) -> None:
+def serve_cmd(config_path: Path | None, host: str | None, port: int | None, checkpoint: Path | None, device: str | None, reward_checkpoint: Path | None, reranker: str | None, rewriter: str | None, rewriter_checkpoint: Path | None, num_cpus: int | None, metrics_port: int) -> None:
     """Start Ray, deploy the service from a serve config and serve HTTP until interrupted (OpenAPI at /docs)."""
     import signal
     import time
@@ -630,6 +648,7 @@ def serve_cmd(config_path: Path | None, host: str | None, port: int | None, chec
 
     try:
         args = {"checkpoint": checkpoint and str(checkpoint), "device": device, "reward_checkpoint": reward_checkpoint and str(reward_checkpoint), "reranker": reranker}
+        args |= {"rewriter": rewriter, "rewriter_checkpoint": rewriter_checkpoint and str(rewriter_checkpoint)}
         config = with_overrides(read_config(config_path or shipped_config("cpu")), host=host, port=port, args=args)
         validate(config)  # before Ray starts: a bad config costs nothing
     except ServeConfigError as exc:
