@@ -18,20 +18,16 @@ import torch
 
 from services.manifest import MANIFEST, checkpoint_version, verify_manifest
 from services.modeling import CheckpointError
+from services.validation import check_prompt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 INSTRUCTION = "Rewrite this sound description into a detailed, literal description of the sounds and their order: {prompt}"
-MAX_PROMPT_CHARS = 500
 
 
 def instruction(prompt: str) -> str:
-    """The model input for one user prompt."""
-    if not prompt.strip():
-        raise ValueError("prompt is blank")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise ValueError(f"prompt has {len(prompt)} characters; the rewriter takes at most {MAX_PROMPT_CHARS}")
-    return INSTRUCTION.format(prompt=" ".join(prompt.split()))
+    """The model input for one user prompt (the service's prompt rules apply)."""
+    return INSTRUCTION.format(prompt=" ".join(check_prompt(prompt).split()))
 
 
 class PromptRewriter:

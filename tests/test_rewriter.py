@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from services.modeling import CheckpointError
-from services.rewriter import INSTRUCTION, MAX_PROMPT_CHARS, PromptRewriter, instruction
+from services.rewriter import INSTRUCTION, PromptRewriter, instruction
+from services.validation import MAX_PROMPT_CHARS
 from training.train_rewriter import (
     build_tokenizer,
     feedback_diagnostics,
@@ -232,3 +233,24 @@ def test_feedback_stage_needs_init(tmp_path):
 
     result = CliRunner().invoke(main, ["train", "rewriter", "--stage", "feedback", "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--init" in result.output
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_scene_consistency_counts_detected_events_in_the_scene():
+    from training.eval_rewriter import scene_consistency
+
+    farm = set(SCENE_BY_ID["farmyard"].events)
+    values = scene_consistency([{"cow_moo"}, {"cow_moo", "siren"}, set(), {"siren"}], [farm] * 4)
+    assert values.tolist() == [1.0, 0.5, 0.0, 0.0]  # silence is not a farmyard
+
+
+def test_rewriter_table_and_markdown_name_every_row_and_column():
+    from training.eval_rewriter import COLUMNS, RowResult, rewriter_markdown, rewriter_table
+
+    metrics = {"clap": 0.1, "scene_consistency": 0.5, "bleu": 3.0, "passthrough_bleu_train": 99.0, "passthrough_bleu_heldout": 20.0, "rewrite_ms": 12.0}
+    results = {row: RowResult(dict(metrics), [("a farmyard", "a cow moos")]) for row in ("raw", "sft", "feedback")}
+    table = rewriter_table(results)
+    assert {f"{row}.{col}" for row in results for col in COLUMNS} <= set(table)
+    text = rewriter_markdown(results, "clap@x")
+    assert "| feedback | 0.1000 | 0.500 | 3.0 | 99.0 / 20.0 | 12.0 |" in text
+    assert "'a farmyard' -> 'a cow moos'" in text

@@ -8,8 +8,9 @@ row, so rows differ only by the text the generator received. Columns:
 - oracle scene consistency: per clip, the share of the events the oracle detects that belong to the
   prompt's scene (0 when it detects none: silence is not a farmyard), mean;
 - SacreBLEU(prompt, rewrite): how much of the user's wording survives (the fidelity guard);
-- pass-through SacreBLEU: held-out world captions, already descriptive, against their rewrites
-  (near 100 means the rewriter leaves them alone);
+- pass-through SacreBLEU: world captions, already descriptive, against their rewrites (near 100 means
+  the rewriter leaves them alone), once with training phrasings and once with held-out ones (words
+  and templates the rewriter never saw);
 - time per rewrite: greedy, one prompt per call, as a request would.
 """
 
@@ -29,7 +30,7 @@ from training.world.clips import clip_rng, sample_spec
 from training.world.oracle import SoundEventDetector
 
 ROWS = ("raw", "sft", "feedback")
-COLUMNS = ("clap", "scene_consistency", "bleu", "passthrough_bleu", "rewrite_ms")
+COLUMNS = ("clap", "scene_consistency", "bleu", "passthrough_bleu_train", "passthrough_bleu_heldout", "rewrite_ms")
 EVAL_SEED = 4242
 N_EXAMPLES = 5
 
@@ -61,13 +62,15 @@ def evaluate_row(rewriter: PromptRewriter | None, pipe: TangoPipeline, clap: Cla
         clap_scores.append(clap.score(users, audio, out.sample_rate))
         detected = [d.present() for d in oracle.detect(audio)]
         consistency.append(scene_consistency(detected, [set(scene_of(u, heldout).events) for u in users]))
-    captions = [sample_spec(clip_rng(EVAL_SEED, "heldout", i), "heldout").caption for i in range(n_passthrough)]
-    passed = captions if rewriter is None else rewriter.rewrite(captions)
+    passthrough = {}
+    for split in ("train", "heldout"):
+        captions = [sample_spec(clip_rng(EVAL_SEED, split, i), split).caption for i in range(n_passthrough)]  # type: ignore[arg-type]
+        passthrough[f"passthrough_bleu_{split}"] = sacrebleu_score(captions if rewriter is None else rewriter.rewrite(captions), captions)
     metrics = {
         "clap": float(np.concatenate(clap_scores).mean()),
         "scene_consistency": float(np.concatenate(consistency).mean()),
         "bleu": sacrebleu_score(texts, prompts),
-        "passthrough_bleu": sacrebleu_score(passed, captions),
+        **passthrough,
         "rewrite_ms": seconds * 1000,
         "prompts": float(len(prompts)),
         "clips": float(len(prompts) * seeds),
@@ -90,12 +93,12 @@ def rewriter_table(results: dict[str, RowResult]) -> dict[str, float]:
 
 def rewriter_markdown(results: dict[str, RowResult], clap_name: str) -> str:
     lines = [
-        f"| row | CLAP(user prompt, clip) [{clap_name}] | oracle scene consistency | SacreBLEU(prompt, rewrite) | pass-through SacreBLEU | ms per rewrite |",
+        f"| row | CLAP(user prompt, clip) [{clap_name}] | oracle scene consistency | SacreBLEU(prompt, rewrite) | pass-through SacreBLEU, training / held-out phrasings | ms per rewrite |",
         "|---|---|---|---|---|---|",
     ]
     for row, r in results.items():
         m = r.metrics
-        lines.append(f"| {row} | {m['clap']:.4f} | {m['scene_consistency']:.3f} | {m['bleu']:.1f} | {m['passthrough_bleu']:.1f} | {m['rewrite_ms']:.1f} |")
+        lines.append(f"| {row} | {m['clap']:.4f} | {m['scene_consistency']:.3f} | {m['bleu']:.1f} | {m['passthrough_bleu_train']:.1f} / {m['passthrough_bleu_heldout']:.1f} | {m['rewrite_ms']:.1f} |")
     lines += ["", "Examples (user prompt -> what the generator received):", ""]
     for row, r in results.items():
         lines.append(f"**{row}**")

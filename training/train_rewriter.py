@@ -150,7 +150,8 @@ def text_scene_consistency(rewrites: list[str], scenes: list[Scene]) -> float:
 
 def text_metrics(rewriter: PromptRewriter, seed: int = 1234, n_passthrough: int = 200) -> dict[str, float]:
     """Cheap, audio-free checks of a rewriter: scene consistency of what its greedy rewrites name, for
-    training and held-out descriptions, and how well it leaves held-out captions alone (SacreBLEU)."""
+    training and held-out descriptions, and how well it leaves captions alone (SacreBLEU), with
+    training and with held-out phrasings."""
     from training.world.clips import clip_rng
 
     out: dict[str, float] = {}
@@ -160,8 +161,9 @@ def text_metrics(rewriter: PromptRewriter, seed: int = 1234, n_passthrough: int 
         name = "heldout" if heldout else "train"
         out[f"{name}.text_scene_consistency"] = text_scene_consistency(rewrites, [scene_of(p, heldout) for p in prompts])
         out[f"{name}.bleu_vs_prompt"] = sacrebleu_score(rewrites, prompts)
-    captions = [sample_spec(clip_rng(seed, "heldout", i), "heldout").caption for i in range(n_passthrough)]
-    out["passthrough_bleu"] = sacrebleu_score(rewriter.rewrite(captions), captions)
+    for split in ("train", "heldout"):
+        captions = [sample_spec(clip_rng(seed, split, i), split).caption for i in range(n_passthrough)]  # type: ignore[arg-type]
+        out[f"passthrough_bleu_{split}"] = sacrebleu_score(rewriter.rewrite(captions), captions)
     return out
 
 

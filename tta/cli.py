@@ -38,6 +38,20 @@ def _load_oracle(checkpoint: Path | None):  # -> (SoundEventDetector, its direct
         _fail(str(exc))
 
 
+def _report(text: str, table: dict[str, float], out: Path | None, as_json: bool, plot=None) -> None:
+    """An eval's Markdown table on stdout; with --out also report.md, report.json and `plot(out)`'s
+    PNG; with --json the table as one JSON object on the last line."""
+    click.echo(text)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text + "\n")
+        (out / "report.json").write_text(json.dumps(table, indent=2) + "\n")
+        if plot is not None:
+            click.echo(f"plot: {plot(out)}")
+    if as_json:
+        click.echo(json.dumps({key: round(v, 4) for key, v in table.items()}))
+
+
 @click.group()
 @click.version_option(__version__, prog_name="tta")
 def main() -> None:
@@ -578,16 +592,7 @@ def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: Path | None, which: st
     pipe = _load_generator(checkpoint, device)
     oracle, _ = _load_oracle(None)
     results = evaluate_rewriters(rewriters, pipe, clap, oracle, heldout=which == "heldout", seeds=seeds)
-    text = rewriter_markdown(results, checkpoint_version(clap_dir))
-    click.echo(text)
-    table = rewriter_table(results)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(text + "\n")
-        (out / "report.json").write_text(json.dumps(table, indent=2) + "\n")
-        click.echo(f"plot: {rewriter_plot(results, out / 'rewriter.png')}")
-    if as_json:
-        click.echo(json.dumps({k: round(v, 4) for k, v in table.items()}))
+    _report(rewriter_markdown(results, checkpoint_version(clap_dir)), rewriter_table(results), out, as_json, lambda d: rewriter_plot(results, d / "rewriter.png"))
 
 
 @eval_.command("rerank")
@@ -615,15 +620,7 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
     results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle), reward, clap) for task in RERANK_TASKS}
     ns = tuple(x for x in NS if x <= k)
     table = rerank_table(results, ns)
-    text = rerank_markdown(table, RERANK_TASKS, ns)
-    click.echo(text)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(text + "\n")
-        (out / "report.json").write_text(json.dumps(table, indent=2) + "\n")
-        click.echo(f"plot: {rerank_plot(table, RERANK_TASKS, out / 'rerank.png', ns)}")
-    if as_json:
-        click.echo(json.dumps({key: round(v, 4) for key, v in table.items()}))
+    _report(rerank_markdown(table, RERANK_TASKS, ns), table, out, as_json, lambda d: rerank_plot(table, RERANK_TASKS, d / "rerank.png", ns))
 
 
 # ----------------------------------------------------------------------------- serve
