@@ -565,8 +565,8 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
 
 
 @eval_.command("rewriter")
-@click.option("--sft", "sft_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row sft: rewriter directory (default: the shipped rewriter-sft)")
-@click.option("--feedback", "feedback_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row feedback: rewriter directory (default: the shipped rewriter)")
+@click.option("--sft", "sft_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row sft: rewriter directory (default: the shipped, served rewriter, an SFT model)")
+@click.option("--feedback", "feedback_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row feedback: rewriter directory (default: the shipped rewriter-feedback)")
 @click.option("--prompts", "which", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True, help="open prompts: held-out scene descriptions, or the training ones")
 @click.option("--seeds", type=click.IntRange(1, 16), default=4, show_default=True, help="clips per prompt (the same noise seeds in every row)")
 @click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator (default: the shipped one)")
@@ -584,7 +584,7 @@ def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: Path | None, which: st
     from training.eval_rewriter import evaluate_rewriters, rewriter_markdown, rewriter_plot, rewriter_table
 
     try:
-        rewriters = {"raw": None, "sft": PromptRewriter.from_pretrained(sft_dir or shipped("rewriter-sft")), "feedback": PromptRewriter.from_pretrained(feedback_dir or shipped("rewriter"))}
+        rewriters = {"raw": None, "sft": PromptRewriter.from_pretrained(sft_dir or shipped("rewriter")), "feedback": PromptRewriter.from_pretrained(feedback_dir or shipped("rewriter-feedback"))}
         clap_dir = clap_dir or shipped("clap")
         clap = load_clap(clap_dir)
     except (CheckpointError, ManifestError, FileNotFoundError) as exc:
