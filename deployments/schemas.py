@@ -10,18 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_PROMPT_CHARS = 500
+from services.validation import MAX_PROMPT_CHARS, check_prompt
+
 MAX_CANDIDATES = 16
 MAX_BATCH_PROMPTS = 32
-
-
-def check_prompt(v: str) -> str:
-    """A prompt the service accepts, stripped; ValueError saying why not (also used per batch item)."""
-    if not v.strip():
-        raise ValueError("prompt is blank")
-    if len(v) > MAX_PROMPT_CHARS:
-        raise ValueError(f"prompt has {len(v)} characters; at most {MAX_PROMPT_CHARS}")
-    return v.strip()
 
 
 class GenerationParameters(BaseModel):
