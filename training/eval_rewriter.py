@@ -16,6 +16,7 @@ row, so rows differ only by the text the generator received. Columns:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
 from services.rewriter import PromptRewriter
-from training.train_rewriter import open_prompts, sacrebleu_score, scene_of, timed_rewrites
+from training.train_rewriter import open_prompts, sacrebleu_score, scene_of
 from training.world.clips import clip_rng, sample_spec
 from training.world.oracle import SoundEventDetector
 
@@ -44,6 +45,13 @@ class RowResult:
 def scene_consistency(detected: list[set[str]], scene_events: list[set[str]]) -> np.ndarray:
     """Per clip: |detected & scene| / |detected|, 0 when nothing is detected."""
     return np.array([len(d & s) / len(d) if d else 0.0 for d, s in zip(detected, scene_events)])
+
+
+def timed_rewrites(rewriter: PromptRewriter, prompts: list[str]) -> tuple[list[str], float]:
+    """Greedy rewrites one prompt at a time (as a request would), and the mean seconds per rewrite."""
+    t0 = time.perf_counter()
+    out = [rewriter.rewrite([p])[0] for p in prompts]
+    return out, (time.perf_counter() - t0) / max(1, len(prompts))
 
 
 def evaluate_row(rewriter: PromptRewriter | None, pipe: TangoPipeline, clap: ClapEmbedder, oracle: SoundEventDetector, prompts: list[str], heldout: bool, seeds: int, n_passthrough: int = 100, batch_prompts: int = 4, progress: bool = True) -> RowResult:

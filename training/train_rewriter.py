@@ -25,14 +25,13 @@ rewriter directory (model, tokenizer, MANIFEST.json with metrics).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.manifest import checkpoint_version, current_commit, write_manifest
+from services.manifest import checkpoint_version, write_manifest
 from services.rewriter import INSTRUCTION, PromptRewriter
 from training.train_generator import Stage, pick_device, show
 from training.world.captions import mentioned_events
@@ -314,16 +313,9 @@ def train_feedback(
         "stage": "feedback",
         "init": checkpoint_version(init),
         "ranking": {"judge": f"CLAP(user prompt, clip) with {checkpoint_version(clap_dir)}", "generator": checkpoint_version(generator_dir), "k": k, "temperature": temperature, "generation_steps": generation_steps or "generator default", "margin": margin, "mle_weight": mle_weight, "passthrough_weight": passthrough_weight},
-        "git_commit_data": current_commit(),
     }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "feedback_log.jsonl").write_text((stage.dir / "log.jsonl").read_text())  # the curves travel with the weights
     _save(rewriter, out, command, seed, metrics, extra)
-    (out / "feedback_log.jsonl").write_text((stage.dir / "log.jsonl").read_text())
-    write_manifest(out, command=command, seed=seed, metrics=metrics, extra=extra)
     return metrics
 
-
-def timed_rewrites(rewriter: PromptRewriter, prompts: list[str]) -> tuple[list[str], float]:
-    """Greedy rewrites one prompt at a time (as a request would), and the mean seconds per rewrite."""
-    t0 = time.perf_counter()
-    out = [rewriter.rewrite([p])[0] for p in prompts]
-    return out, (time.perf_counter() - t0) / max(1, len(prompts))
