@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,14 +13,21 @@ from services.modeling import CheckpointError
 from services.rewriter import INSTRUCTION, PromptRewriter, instruction
 from services.validation import MAX_PROMPT_CHARS
 from training.train_rewriter import (
-    build_tokenizer,
+    TEMPLATE_WORDS,
+    SftMix,
     feedback_diagnostics,
+    feedback_prompts,
+    freeze_embeddings,
     mini_rewriter,
+    minilm_tokenizer,
+    minilm_word_embeddings,
+    mle_loss,
     open_prompts,
     ranking_loss,
     sft_pairs,
+    teacher_scene_words,
     text_scene_consistency,
-    tokenizer_corpus,
+    vocabulary_words,
 )
 from training.world.captions import heldout_fragments, mentioned_events
 from training.world.scenes import SCENE_BY_ID
@@ -27,7 +35,7 @@ from training.world.scenes import SCENE_BY_ID
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer(tokenizer_corpus(7, n=2000))
+    return minilm_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -155,15 +163,78 @@ def test_ranking_loss_steps_teach_the_model_the_order(rewriter_dir):
 
 
 # ----------------------------------------------------------------------------- data
-def test_sft_pairs_never_hold_heldout_descriptions_or_phrasings():
-    pairs = sft_pairs(3000, seed=0, passthrough=0.3)
+TEACHER = {scene: ["church", "square"] if scene == "village_church" else ["farm"] for scene in SCENE_BY_ID}
+
+
+def test_sft_pairs_never_hold_heldout_descriptions_or_phrasings(tokenizer):
+    mix = SftMix(passthrough=0.3, teacher=TEACHER, teacher_share=0.5, novel_words=tuple(vocabulary_words(tokenizer)), novel_word_rate=0.5)
+    pairs = sft_pairs(3000, seed=0, mix=mix)
     heldout = set(open_prompts(heldout=True))
     assert not heldout & {p for p, _ in pairs}
     text = " ".join(t for pair in pairs for t in pair)
     assert not [f for f in heldout_fragments() if f in text]
     passthrough = [p for p, t in pairs if p == t]
     assert 0.25 < len(passthrough) / len(pairs) < 0.35
-    assert all(mentioned_events(t) for _, t in pairs)  # every target names its sounds
+    assert all(mentioned_events(t) for p, t in pairs if p != t)  # every rewrite target names its sounds
+    made_up = [p for p, t in pairs if p != t and p not in open_prompts(heldout=False)]
+    assert 0.4 < len(made_up) / (len(pairs) - len(passthrough)) < 0.6  # teacher_share of the scene pairs
+    assert {w for p in made_up for w in p.split()} <= {"a", "the", "near", "and", "by", "at", "church", "square", "farm"}
+
+
+def test_novel_words_swap_one_non_template_word_and_skip_heldout_phrasings(tokenizer):
+    words = vocabulary_words(tokenizer)
+    assert len(words) > 15_000 and "hound" not in words and "yaps" not in words  # held-out phrasings stay unseen
+    mix = SftMix(passthrough=1.0, novel_words=("zebra",), novel_word_rate=1.0)
+    plain = SftMix(passthrough=1.0)
+    for seed in range(200):  # the same draws up to the swap
+        (p, t), (q, _) = mix.passthrough_pair(np.random.default_rng(seed)), plain.passthrough_pair(np.random.default_rng(seed))
+        assert p == t  # still a pass-through pair
+        changed = [(a, b) for a, b in zip(p.split(" "), q.split(" ")) if a != b]
+        assert len(changed) <= 1 and all(a.strip(",;") == "zebra" and b.strip(",;") not in TEMPLATE_WORDS for a, b in changed)
+
+
+def test_teacher_words_follow_minilm_sentence_similarity():
+    teacher = teacher_scene_words(["chapels", "farmer", "soccer", "algebra", "thunder"])
+    assert teacher["village_church"] == ["chapels"] and teacher["farmyard"] == ["farmer"] and teacher["sports_field"] == ["soccer"]
+    labelled = {w for ws in teacher.values() for w in ws}
+    assert "algebra" not in labelled  # near no scene: no label
+    assert "thunder" not in labelled  # a caption word: captions are passed through, never made into scenes
+
+
+def test_feedback_prompts_mix_training_and_teacher_descriptions():
+    prompts = feedback_prompts(200, seed=0, teacher=TEACHER)
+    training = [p for p, _ in prompts if p in open_prompts(heldout=False)]
+    assert 0.3 < len(training) / len(prompts) < 0.7
+    assert all(scene in SCENE_BY_ID for _, scene in prompts)
+    assert feedback_prompts(200, seed=0, teacher=TEACHER) == prompts
+    assert all(p in open_prompts(heldout=False) for p, _ in feedback_prompts(50, seed=0, teacher=None))
+
+
+# ----------------------------------------------------------------------------- tokenizer and embeddings
+def test_minilm_tokenizer_uses_t5_conventions(tokenizer):
+    ids = tokenizer("a dog barks, then a bell rings")["input_ids"]
+    assert ids[-1] == tokenizer.eos_token_id and tokenizer.cls_token_id not in ids and tokenizer.pad_token_id == 0
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "a dog barks, then a bell rings"
+    assert tokenizer.decode(tokenizer("the yapping of a hound")["input_ids"], skip_special_tokens=True) == "the yapping of a hound"
+
+
+def test_mini_rewriter_embeddings_are_minilm_and_stay_frozen(tokenizer):
+    rw = mini_rewriter(tokenizer, seed=0)
+    table = rw.model.get_input_embeddings().weight
+    assert torch.equal(table, minilm_word_embeddings(table.shape[1]))
+    assert rw.model.get_output_embeddings().weight is table  # tied
+    ids = tokenizer(["chapel", "church", "algebra"], add_special_tokens=False)["input_ids"]
+    chapel, church, algebra = (table[i[0]] for i in ids)
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(chapel, church, dim=0) > cos(chapel, algebra, dim=0)  # the geometry a word keeps when training never shows it
+    before = table.detach().clone()
+    rw.model.train()
+    opt = torch.optim.AdamW([p for p in rw.model.parameters() if p.requires_grad], lr=1e-2)
+    loss = mle_loss(rw, ["a farmyard"], ["a cow moos"])
+    loss.backward()
+    opt.step()
+    assert torch.equal(rw.model.get_input_embeddings().weight, before)
+    assert freeze_embeddings(rw) is rw and not table.requires_grad
 
 
 def test_mentioned_events_reads_sounds_in_text_order():
@@ -181,14 +252,16 @@ def test_text_scene_consistency():
 
 
 def test_feedback_diagnostics_measure_clap_oracle_agreement():
+    """Consistency of a candidate is the mean over its clips; the pair agreement compares it with CLAP's order."""
     rows = [
-        {"prompt": "a farmyard", "candidates": ["a", "b", "c"], "clap": [0.9, 0.5, 0.1], "events": [["cow_moo"], ["cow_moo", "siren"], ["siren"]]},
-        {"prompt": "a dairy farm", "candidates": ["a", "b"], "clap": [0.1, 0.9], "events": [["cow_moo"], ["siren"]]},
+        {"prompt": "a farmyard", "scene": "farmyard", "candidates": ["a", "b", "c"], "clap": [0.9, 0.5, 0.1], "events": [[["cow_moo"], ["cow_moo"]], [["cow_moo", "siren"], ["cow_moo"]], [["siren"], []]]},
+        {"prompt": "the cow", "scene": "farmyard", "candidates": ["a", "b"], "clap": [0.1, 0.9], "events": [[["cow_moo"]], [["siren"]]]},
     ]
     d = feedback_diagnostics(rows)
     assert d["rows"] == 2
     assert d["clap_oracle_pair_agreement"] == pytest.approx(3 / 4)
     assert d["scene_consistency_clap_best"] == pytest.approx((1.0 + 0.0) / 2)
+    assert d["scene_consistency_mean_candidate"] == pytest.approx(((1 + 0.75 + 0) / 3 + 0.5) / 2)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -205,14 +278,15 @@ def test_tiny_sft_then_feedback_end_to_end(tmp_path):
     assert json.loads((sft / "MANIFEST.json").read_text())["stage"] == "sft"
 
     fb = tmp_path / "fb"
-    args = ["train", "rewriter", "--stage", "feedback", "--init", str(sft), "--out", str(fb), "--steps", "2", "--batch-size", "2", "--n-prompts", "2", "--k", "3", "--generation-steps", "4", "--work-dir", str(tmp_path / "w_fb")]
+    args = ["train", "rewriter", "--stage", "feedback", "--init", str(sft), "--out", str(fb), "--steps", "2", "--batch-size", "2", "--n-prompts", "2", "--k", "3", "--clips-per-rewrite", "2", "--generation-steps", "4", "--work-dir", str(tmp_path / "w_fb")]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "w_fb" / "feedback.jsonl").read_text().splitlines()]
     assert len(rows) == 2
+    assert [(r["prompt"], r["scene"]) for r in rows] == feedback_prompts(2, 0, json.loads((sft / "teacher_words.json").read_text()))
     for row in rows:
-        assert row["prompt"] in open_prompts(heldout=False)
         assert 1 <= len(row["candidates"]) <= 3 and len(row["clap"]) == len(row["candidates"]) == len(row["events"])
+        assert all(len(clips) == 2 for clips in row["events"]) and len(set(row["seeds"])) == 2
     manifest = json.loads((fb / "MANIFEST.json").read_text())
     assert manifest["stage"] == "feedback" and manifest["init"].startswith("sft@")
     assert "rank" in (fb / "feedback_log.jsonl").read_text()

@@ -25,6 +25,8 @@ rewriter directory (model, tokenizer, MANIFEST.json with metrics).
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,36 +34,156 @@ import torch
 from tqdm import tqdm
 
 from services.manifest import checkpoint_version, write_manifest
-from services.rewriter import INSTRUCTION, PromptRewriter
+from services.rewriter import PromptRewriter
+from services.text_encoder import MINILM, resolve_location
 from training.train_generator import Stage, pick_device, show
-from training.world.captions import mentioned_events
-from training.world.clips import sample_scene_spec, sample_spec
-from training.world.scenes import SCENES, Scene
+from training.world.captions import EVENT_PHRASINGS, heldout_fragments, mentioned_events
+from training.world.clips import sample_scene_spec, sample_spec, scene_spec
+from training.world.scenes import SCENE_BY_ID, SCENES, Scene
 
-TOKENIZER_SEED = 7
-PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
-# 3+3 layers of width 128: 1.8 M parameters (embeddings tied, as in T5 v1.0), ~20 min for 7000 steps on this CPU, 3.7 MB in fp16
+# 3+3 layers of width 128 over MiniLM's 30522-piece vocabulary (embeddings tied and frozen, as below): 5.6 M parameters, 1.7 M trained
 MINI_T5 = dict(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=3, num_decoder_layers=3, feed_forward_proj="gated-gelu", dropout_rate=0.1, tie_word_embeddings=True)
+# A vocabulary word is a teacher word of a scene when MiniLM puts "a WORD" at least this close (cosine) to one of
+# the scene's training descriptions and this much closer than to any other scene's (chosen on training descriptions:
+# ~1000 words, 6-210 per scene).
+TEACHER_MIN_SIMILARITY, TEACHER_MIN_MARGIN = 0.45, 0.05
+TEACHER_TEMPLATES = ("a {0}", "the {0}", "{0}", "near the {0}", "a {0} and a {1}", "the {0} by the {1}", "{0} at the {1}")
+# words of the caption templates: a pass-through caption swaps one of its other words for a novel one
+TEMPLATE_WORDS = frozenset("a an the then and followed by before after first while as with in background sound of one can hear".split())
+
+
+# ----------------------------------------------------------------------------- knowledge: MiniLM's vocabulary and what it knows
+# A from-scratch rewriter only knows the ~500 words of the world's training texts: "a tempest outside" or "a
+# hound yaps" are strings of unknown pieces to it. A FLAN-T5 knows English from pretraining; the mini rewriter
+# borrows that knowledge from the frozen MiniLM the generator already uses, three ways: its WordPiece
+# vocabulary (every English word has pieces with meaning), its word embeddings (frozen, so words never seen in
+# training keep their place near the ones that were), and, as teacher, its sentence embeddings, which name
+# the scene each vocabulary word belongs to.
+def minilm_tokenizer():
+    """MiniLM's WordPiece tokenizer (lower-cased, 30522 pieces) with T5's conventions: no [CLS], every
+    sequence ends in the eos token [SEP], pad [PAD] = 0 (also the decoder start)."""
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    bert = AutoTokenizer.from_pretrained(resolve_location(MINILM))
+    tok = Tokenizer.from_str(bert.backend_tokenizer.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    tok.post_processor = processors.TemplateProcessing(single="$A [SEP]", pair="$A [SEP] $B [SEP]", special_tokens=[("[SEP]", bert.sep_token_id)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[SEP]", unk_token="[UNK]", model_max_length=512, clean_up_tokenization_spaces=True)
+
+
+def minilm_word_embeddings(d_model: int) -> torch.Tensor:
+    """MiniLM's input word embeddings [30522, 384] on their top `d_model` principal axes, scaled to unit RMS
+    (the scale T5 initialises its embeddings at). Deterministic."""
+    from transformers import AutoModel
+
+    table = AutoModel.from_pretrained(resolve_location(MINILM)).embeddings.word_embeddings.weight.detach().float()
+    centred = table - table.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    axes = v[:d_model] * torch.sign(v[:d_model].sum(1, keepdim=True))  # a fixed sign per axis
+    projected = centred @ axes.T
+    return projected / projected.pow(2).mean().sqrt()
+
+
+def vocabulary_words(tokenizer) -> list[str]:
+    """Whole lower-case words of the vocabulary (3+ letters), minus every word of the world's held-out caption
+    phrasings, which the pass-through evaluation keeps unseen."""
+    banned = {w for fragment in heldout_fragments() for w in re.findall(r"[a-z]+", fragment)}
+    return sorted(t for t in tokenizer.get_vocab() if re.fullmatch(r"[a-z]{3,}", t) and t not in banned)
+
+
+def caption_words() -> set[str]:
+    """Every word of the world's event phrasings (training and held-out) and caption templates."""
+    texts = [t for p in EVENT_PHRASINGS.values() for t in (*p.clauses, *p.nouns, *p.heldout_clauses, *p.heldout_nouns)]
+    return {w for t in texts for w in re.findall(r"[a-z]+", t)} | TEMPLATE_WORDS
+
+
+def teacher_scene_words(words: list[str], min_similarity: float = TEACHER_MIN_SIMILARITY, min_margin: float = TEACHER_MIN_MARGIN) -> dict[str, list[str]]:
+    """Scene id -> the words MiniLM's sentence embedding (mean-pooled, as all-MiniLM-L6-v2 is trained) places
+    in that scene: "a WORD" is within `min_similarity` of one of the scene's training descriptions and beats
+    every other scene by `min_margin`. Most similar first. Held-out descriptions are never consulted.
+
+    Words of the captions themselves ("thunder", "bell", "dog") are never teacher words: a made-up description
+    "thunder at the rain" would teach the model to rewrite, in any order, captions it must leave alone."""
+    from services.text_encoder import TextEncoder
+
+    words = [w for w in words if w not in caption_words()]
+    encoder = TextEncoder.from_pretrained(MINILM)
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), 512):
+            hidden, mask = encoder(texts[i : i + 512])
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            out.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1))
+        return torch.cat(out)
+
+    scene_of_row = np.array([k for k, s in enumerate(SCENES) for _ in s.descriptions])
+    sim = (embed([f"a {w}" for w in words]) @ embed(open_prompts(heldout=False)).T).numpy()
+    per_scene = np.stack([sim[:, scene_of_row == k].max(1) for k in range(len(SCENES))], 1)
+    ranked = np.sort(per_scene, 1)
+    best, top, margin = per_scene.argmax(1), ranked[:, -1], ranked[:, -1] - ranked[:, -2]
+    chosen = {}
+    for k, scene in enumerate(SCENES):
+        idx = np.where((best == k) & (top >= min_similarity) & (margin >= min_margin))[0]
+        chosen[scene.id] = [words[i] for i in idx[np.argsort(-top[idx], kind="stable")]]
+    return chosen
 
 
 # ----------------------------------------------------------------------------- data
-def sft_pair(rng: np.random.Generator, passthrough: float) -> tuple[str, str]:
-    """(input prompt, target rewrite): a scene description -> a caption it can sound like, or a
-    caption -> itself. Training phrasings, descriptions and event pairs only."""
-    if rng.random() < passthrough:
+def teacher_description(rng: np.random.Generator, words: list[str]) -> str:
+    """A made-up scene description from a scene's teacher words: "the chapel by the parish"."""
+    template = TEACHER_TEMPLATES[int(rng.integers(len(TEACHER_TEMPLATES)))]
+    return template.format(*(words[int(rng.integers(len(words)))] for _ in range(2)))
+
+
+@dataclass(frozen=True)
+class SftMix:
+    """What the SFT pairs are drawn from. A pair is
+    - pass-through (share `passthrough`): a training caption -> itself; with probability `novel_word_rate` one of
+      its words is swapped for a random vocabulary word, so copying is learnt for any word, not ~500;
+    - otherwise a scene pair: a scene description -> the caption of an event set the scene produces. The
+      description is a training one, or (share `teacher_share`) one made from the scene's teacher words
+      ("the chapel by the square")."""
+
+    passthrough: float = 0.5
+    teacher: dict[str, list[str]] | None = None
+    teacher_share: float = 0.5
+    novel_words: tuple[str, ...] = ()
+    novel_word_rate: float = 0.3
+
+    def passthrough_pair(self, rng: np.random.Generator) -> tuple[str, str]:
         caption = sample_spec(rng, "train").caption
+        if self.novel_words and rng.random() < self.novel_word_rate:
+            words = caption.split(" ")
+            slots = [i for i, w in enumerate(words) if len(w.strip(",;")) >= 3 and w.strip(",;") not in TEMPLATE_WORDS]
+            if slots:
+                i = slots[int(rng.integers(len(slots)))]
+                words[i] = words[i].replace(words[i].strip(",;"), self.novel_words[int(rng.integers(len(self.novel_words)))])
+                caption = " ".join(words)
         return caption, caption
-    prompt, spec = sample_scene_spec(rng, heldout=False)
-    return prompt, spec.caption
+
+    def scene_pair(self, rng: np.random.Generator) -> tuple[str, str]:
+        if self.teacher and rng.random() < self.teacher_share:
+            scene = SCENES[int(rng.integers(len(SCENES)))]
+            if self.teacher[scene.id]:
+                return teacher_description(rng, self.teacher[scene.id]), scene_spec(rng, scene).caption
+        prompt, spec = sample_scene_spec(rng, heldout=False)
+        return prompt, spec.caption
+
+    def pair(self, rng: np.random.Generator) -> tuple[str, str]:
+        return self.passthrough_pair(rng) if rng.random() < self.passthrough else self.scene_pair(rng)
 
 
-def sft_pairs(n: int, seed: int, passthrough: float) -> list[tuple[str, str]]:
+def sft_pairs(n: int, seed: int, mix: SftMix) -> list[tuple[str, str]]:
     rng = np.random.default_rng(seed)
-    return [sft_pair(rng, passthrough) for _ in range(n)]
+    return [mix.pair(rng) for _ in range(n)]
 
 
-def passthrough_pairs(n: int, seed: int) -> list[tuple[str, str]]:
-    return sft_pairs(n, seed, passthrough=1.0)
+def passthrough_pairs(n: int, seed: int, mix: SftMix) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    return [mix.passthrough_pair(rng) for _ in range(n)]
 
 
 def scene_of(prompt: str, heldout: bool) -> Scene:
@@ -75,36 +197,23 @@ def open_prompts(heldout: bool) -> list[str]:
     return [d for s in SCENES for d in (s.heldout_descriptions if heldout else s.descriptions)]
 
 
-# ----------------------------------------------------------------------------- tokenizer and model
-def build_tokenizer(texts: list[str], vocab_size: int = 1000):
-    """A lower-cased BPE tokenizer (SentencePiece-style word boundaries, T5's pad/eos/unk ids 0/1/2)
-    trained on `texts`; any character outside its alphabet becomes <unk>, never an error."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
-    tok.decoder = decoders.Metaspace()
-    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"-()&/")
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], initial_alphabet=alphabet, show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, model_max_length=512)
-
-
-def tokenizer_corpus(seed: int, n: int = 20_000) -> list[str]:
-    """Training texts only: the instruction, training descriptions and training captions."""
-    pairs = sft_pairs(n, seed, passthrough=0.5)
-    return [INSTRUCTION, *open_prompts(heldout=False), *(t for _, t in pairs)]
+# ----------------------------------------------------------------------------- model
+def freeze_embeddings(rewriter: PromptRewriter) -> PromptRewriter:
+    """The tied word embeddings stay MiniLM's: a word training never showed keeps its place among those it did."""
+    rewriter.model.get_input_embeddings().requires_grad_(False)
+    return rewriter
 
 
 def mini_rewriter(tokenizer, seed: int, device: torch.device | str = "cpu") -> PromptRewriter:
+    """A small T5 from scratch over MiniLM's vocabulary, its (tied, frozen) embeddings MiniLM's own."""
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
-    vocab = (len(tokenizer) + 7) // 8 * 8
-    config = T5Config(vocab_size=vocab, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id, **MINI_T5)
-    return PromptRewriter(T5ForConditionalGeneration(config), tokenizer, device)
+    config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id, **MINI_T5)
+    model = T5ForConditionalGeneration(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(minilm_word_embeddings(config.d_model))
+    return freeze_embeddings(PromptRewriter(model, tokenizer, device))
 
 
 # ----------------------------------------------------------------------------- losses
@@ -181,22 +290,31 @@ def _save(rewriter: PromptRewriter, out: Path, command: str | None, seed: int, m
 
 
 # ----------------------------------------------------------------------------- stage: sft
-def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work_dir: Path, passthrough: float, vocab_size: int, checkpoint_every: int, device: str | None, command: str | None = None) -> dict:
+TEACHER_WORDS = "teacher_words.json"  # travels with the rewriter, so the feedback stage draws the same prompts
+
+
+def load_teacher_words(directory: Path) -> dict[str, list[str]] | None:
+    path = directory / TEACHER_WORDS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work_dir: Path, passthrough: float, teacher_share: float, novel_word_rate: float, checkpoint_every: int, device: str | None, command: str | None = None) -> dict:
     device = pick_device(device)
     work_dir.mkdir(parents=True, exist_ok=True)
-    tok_dir = work_dir / "tokenizer"
-    if not (tok_dir / "tokenizer.json").is_file():  # trained once; a resumed run must reuse the same ids
-        build_tokenizer(tokenizer_corpus(TOKENIZER_SEED), vocab_size).save_pretrained(tok_dir)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    tokenizer = minilm_tokenizer()
+    words = vocabulary_words(tokenizer)
+    teacher = load_teacher_words(work_dir)
+    if teacher is None:  # computed once (~15 s); a resumed run reuses it
+        teacher = teacher_scene_words(words)
+        (work_dir / TEACHER_WORDS).write_text(json.dumps(teacher, indent=1) + "\n")
+    mix = SftMix(passthrough, teacher, teacher_share, tuple(words), novel_word_rate)
     rewriter = mini_rewriter(tokenizer, seed, device)
     rewriter.model.train()
     stage = Stage("sft", rewriter.model, work_dir, steps, lr, warmup=200)
     rng = np.random.default_rng([seed, stage.step])  # a resumed run draws fresh pairs
     bar = tqdm(total=steps, initial=stage.step, desc="rewriter sft")
     while not stage.done:
-        batch = [sft_pair(rng, passthrough) for _ in range(batch_size)]
+        batch = [mix.pair(rng) for _ in range(batch_size)]
         loss = mle_loss(rewriter, [p for p, _ in batch], [t for _, t in batch])
         stage.update(loss)
         show(bar, stage.record(loss=loss))
@@ -206,45 +324,73 @@ def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work
     bar.close()
     rewriter.model.eval()
     metrics = {**text_metrics(rewriter), "final_loss": float(loss.item()) if steps > 0 else None}
-    extra = {"stage": "sft", "model": {"class": "T5ForConditionalGeneration", **MINI_T5, "parameters": sum(p.numel() for p in rewriter.model.parameters())}, "data": {"passthrough": passthrough, "pairs_seen": steps * batch_size}}
+    model = rewriter.model
+    extra = {
+        "stage": "sft",
+        "model": {"class": "T5ForConditionalGeneration", **MINI_T5, "vocabulary": f"MiniLM WordPiece ({len(tokenizer)} pieces)", "embeddings": "MiniLM word embeddings, top-128 principal axes, frozen",
+                  "parameters": sum(p.numel() for p in model.parameters()), "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)},
+        "data": {**{k: v for k, v in asdict(mix).items() if k not in ("teacher", "novel_words")}, "pairs_seen": steps * batch_size, "novel_words": len(words),
+                 "teacher": {"min_similarity": TEACHER_MIN_SIMILARITY, "min_margin": TEACHER_MIN_MARGIN, "words_per_scene": {k: len(v) for k, v in teacher.items()}, "file": TEACHER_WORDS}},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / TEACHER_WORDS).write_text(json.dumps(teacher, indent=1) + "\n")
     _save(rewriter, out, command, seed, metrics, extra)
     return metrics
 
 
 # ----------------------------------------------------------------------------- stage: feedback
-def collect_feedback(rewriter: PromptRewriter, generator_dir: Path, clap_dir: Path, oracle_dir: Path | None, work_dir: Path, n_prompts: int, k: int, seed: int, temperature: float, generation_steps: int | None = None, prompts_per_call: int = 4, device: str | None = None) -> list[dict]:
-    """Rows {prompt, seed, candidates (unique, sampling order), clap [per candidate], events [oracle,
-    per candidate; a diagnostic only, never used by the loss]} in work_dir/feedback.jsonl; resumable."""
+def feedback_prompts(n: int, seed: int, teacher: dict[str, list[str]] | None, teacher_share: float = 0.5) -> list[tuple[str, str]]:
+    """(user prompt, scene id) for the feedback stage: training descriptions and (share `teacher_share`, when
+    the rewriter came with teacher words) descriptions made from teacher words, as in SFT."""
+    rng = np.random.default_rng([seed, 17])
+    training = open_prompts(heldout=False)
+    out = []
+    for _ in range(n):
+        scene = SCENES[int(rng.integers(len(SCENES)))]
+        if teacher and teacher.get(scene.id) and rng.random() < teacher_share:
+            out.append((teacher_description(rng, teacher[scene.id]), scene.id))
+        else:
+            prompt = training[int(rng.integers(len(training)))]
+            out.append((prompt, scene_of(prompt, heldout=False).id))
+    return out
+
+
+def collect_feedback(rewriter: PromptRewriter, prompts: list[tuple[str, str]], generator_dir: Path, clap_dir: Path, oracle_dir: Path | None, work_dir: Path, k: int, clips_per_rewrite: int, seed: int, temperature: float, generation_steps: int | None = None, prompts_per_call: int = 4, device: str | None = None) -> list[dict]:
+    """Rows {prompt, scene, seeds, candidates (unique, sampling order), clap [per candidate: mean over its
+    clips], events [per candidate, per clip: the oracle's; a diagnostic only, never used by the loss]} in
+    work_dir/feedback.jsonl; resumable. Every candidate of a prompt is rendered from the same noise seeds, so
+    candidates differ only by their text; averaging CLAP over `clips_per_rewrite` seeds judges the rewrite,
+    not one lucky draw."""
     from services.clap import load_clap
     from services.generator import TangoPipeline
     from training.world.oracle import load_oracle
 
     path = work_dir / "feedback.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    prompts = open_prompts(heldout=False)
-    order = np.random.default_rng(seed).permutation(n_prompts) % len(prompts)
-    todo = list(range(len(rows), n_prompts))
+    todo = list(range(len(rows), len(prompts)))
     if not todo:
         return rows
     pipe = TangoPipeline.from_pretrained(generator_dir, device=device)
     clap = load_clap(clap_dir)
     oracle = load_oracle(None if oracle_dir is None else str(oracle_dir))
-    with open(path, "a") as f, tqdm(total=n_prompts, initial=len(rows), desc="feedback: sample, generate, CLAP-rank") as bar:
+    with open(path, "a") as f, tqdm(total=len(prompts), initial=len(rows), desc="feedback: sample, generate, CLAP-rank") as bar:
         for start in range(0, len(todo), prompts_per_call):
             idx = todo[start : start + prompts_per_call]
-            user = [prompts[int(order[i])] for i in idx]
+            user = [prompts[i][0] for i in idx]
             sampled = rewriter.sample(user, k, temperature=temperature, seed=seed * 100_003 + idx[0])
             cands = [list(dict.fromkeys(c for c in s if c.strip())) for s in sampled]
-            flat = [c for cs in cands for c in cs]
-            seeds = [seed * 1000 + i for i, cs in zip(idx, cands) for _ in cs]  # one noise per prompt
-            audio = pipe.generate(flat, num_candidates=1, seed=seeds, steps=generation_steps).waveforms[:, 0]
-            flat_user = [u for u, cs in zip(user, cands) for _ in cs]
-            clap_scores = clap.score(flat_user, audio, pipe.sample_rate)
+            noise = {i: [(seed * 1000 + i) * 8 + c for c in range(clips_per_rewrite)] for i in idx}
+            texts = [c for cs in cands for c in cs for _ in range(clips_per_rewrite)]
+            seeds = [s for i, cs in zip(idx, cands) for _ in cs for s in noise[i]]
+            audio = pipe.generate(texts, num_candidates=1, seed=seeds, steps=generation_steps).waveforms[:, 0]
+            judged = [u for u, cs in zip(user, cands) for _ in cs for _ in range(clips_per_rewrite)]
+            scores = clap.score(judged, audio, pipe.sample_rate).reshape(-1, clips_per_rewrite)
             detected = [sorted(d.present()) for d in oracle.detect(audio)]
             pos = 0
             for i, u, cs in zip(idx, user, cands):
                 n = len(cs)
-                row = {"i": i, "prompt": u, "seed": seed * 1000 + i, "candidates": cs, "clap": [float(x) for x in clap_scores[pos : pos + n]], "events": detected[pos : pos + n]}
+                events = [detected[(pos + c) * clips_per_rewrite : (pos + c + 1) * clips_per_rewrite] for c in range(n)]
+                row = {"i": i, "prompt": u, "scene": prompts[i][1], "seeds": noise[i], "candidates": cs, "clap": [float(x) for x in scores[pos : pos + n].mean(1)], "events": events}
                 f.write(json.dumps(row) + "\n")
                 rows.append(row)
                 pos += n
@@ -258,8 +404,8 @@ def feedback_diagnostics(rows: list[dict]) -> dict[str, float]:
     candidates (the paper assumes CLAP is a good judge; this measures it), and the spread it ranks."""
     agree, pairs, best_cons, mean_cons = 0, 0, [], []
     for row in rows:
-        scene = scene_of(row["prompt"], heldout=False)
-        cons = [sum(e in scene.events for e in ev) / len(ev) if ev else 0.0 for ev in row["events"]]
+        scene = SCENE_BY_ID[row["scene"]]
+        cons = [float(np.mean([sum(e in scene.events for e in ev) / len(ev) if ev else 0.0 for ev in clips])) for clips in row["events"]]
         mean_cons.append(np.mean(cons))
         best_cons.append(cons[int(np.argmax(row["clap"]))])
         for a in range(len(cons)):
@@ -278,12 +424,15 @@ def feedback_diagnostics(rows: list[dict]) -> dict[str, float]:
 
 def train_feedback(
     init: Path, out: Path, steps: int, batch_size: int, lr: float, margin: float, mle_weight: float, passthrough_weight: float, n_prompts: int, k: int, temperature: float, seed: int, work_dir: Path,
-    generator_dir: Path, clap_dir: Path, oracle_dir: Path | None, checkpoint_every: int, device: str | None, command: str | None = None, generation_steps: int | None = None,
+    generator_dir: Path, clap_dir: Path, oracle_dir: Path | None, checkpoint_every: int, device: str | None, command: str | None = None, generation_steps: int | None = None, clips_per_rewrite: int = 2,
 ) -> dict:
     device = pick_device(device)
     work_dir.mkdir(parents=True, exist_ok=True)
-    rewriter = PromptRewriter.from_pretrained(init, device=device)
-    rows = collect_feedback(rewriter, generator_dir, clap_dir, oracle_dir, work_dir, n_prompts, k, seed, temperature, generation_steps, device=str(device))
+    rewriter = freeze_embeddings(PromptRewriter.from_pretrained(init, device=device))  # a small fine-tune leaves the vocabulary where it is
+    teacher = load_teacher_words(init)  # our mini rewriters carry them; a real FLAN-T5 knows its words already
+    mix = SftMix(teacher=teacher, novel_words=tuple(vocabulary_words(rewriter.tokenizer)) if teacher else ())
+    prompts = feedback_prompts(n_prompts, seed, teacher)
+    rows = collect_feedback(rewriter, prompts, generator_dir, clap_dir, oracle_dir, work_dir, k, clips_per_rewrite, seed, temperature, generation_steps, device=str(device))
     ranked = [[c for _, c in sorted(zip(r["clap"], r["candidates"]), key=lambda x: -x[0])] for r in rows]
     usable = [i for i, c in enumerate(ranked) if len(c) >= 2]
     if not usable:
@@ -298,7 +447,7 @@ def train_feedback(
         scores, valid = rewriter.sequence_scores(prompts, cands)
         rank = ranking_loss(scores, valid, margin)
         best = mle_loss(rewriter, prompts, [c[0] for c in cands])
-        keep = passthrough_pairs(batch_size, int(rng.integers(2**31)))
+        keep = passthrough_pairs(batch_size, int(rng.integers(2**31)), mix)
         passthrough = mle_loss(rewriter, [p for p, _ in keep], [t for _, t in keep])
         loss = rank + mle_weight * best + passthrough_weight * passthrough
         stage.update(loss)
@@ -312,10 +461,12 @@ def train_feedback(
     extra = {
         "stage": "feedback",
         "init": checkpoint_version(init),
-        "ranking": {"judge": f"CLAP(user prompt, clip) with {checkpoint_version(clap_dir)}", "generator": checkpoint_version(generator_dir), "k": k, "temperature": temperature, "generation_steps": generation_steps or "generator default", "margin": margin, "mle_weight": mle_weight, "passthrough_weight": passthrough_weight},
+        "ranking": {"judge": f"CLAP(user prompt, clip) with {checkpoint_version(clap_dir)}", "generator": checkpoint_version(generator_dir), "prompts": n_prompts, "teacher_prompts": sum(p not in open_prompts(heldout=False) for p, _ in prompts), "k": k, "clips_per_rewrite": clips_per_rewrite, "temperature": temperature, "generation_steps": generation_steps or "generator default", "margin": margin, "mle_weight": mle_weight, "passthrough_weight": passthrough_weight},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback_log.jsonl").write_text((stage.dir / "log.jsonl").read_text())  # the curves travel with the weights
+    if teacher is not None:
+        (out / TEACHER_WORDS).write_text(json.dumps(teacher, indent=1) + "\n")
     _save(rewriter, out, command, seed, metrics, extra)
     return metrics
 

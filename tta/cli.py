@@ -239,11 +239,13 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
 @click.option("--steps", type=click.IntRange(1), default=None, help="default: 4000 (sft), 300 (feedback)")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="default: 32 pairs (sft), 8 prompts (feedback)")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="default: 1e-3 (sft), 1e-4 (feedback)")
-@click.option("--passthrough", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="sft: share of caption -> same caption pairs")
-@click.option("--vocab-size", type=click.IntRange(100, 32000), default=1000, show_default=True, help="sft: BPE vocabulary cap (the world's texts fill ~530)")
-@click.option("--n-prompts", type=click.IntRange(1), default=160, show_default=True, help="feedback: user prompts sampled for ranking (cycling the training descriptions)")
+@click.option("--passthrough", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="sft: share of caption -> same caption pairs")
+@click.option("--teacher-share", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="sft: share of scene pairs whose description is made of MiniLM's teacher words for the scene")
+@click.option("--novel-word-rate", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="sft: share of pass-through captions with one word swapped for a random vocabulary word")
+@click.option("--n-prompts", type=click.IntRange(1), default=160, show_default=True, help="feedback: user prompts sampled for ranking (training descriptions and teacher-word descriptions)")
 @click.option("--k", type=click.IntRange(2, 32), default=6, show_default=True, help="feedback: rewrites sampled per prompt")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="feedback: sampling temperature")
+@click.option("--clips-per-rewrite", type=click.IntRange(1, 8), default=2, show_default=True, help="feedback: clips (noise seeds, shared by a prompt's candidates) whose mean CLAP judges a rewrite")
 @click.option("--margin", type=click.FloatRange(0), default=0.05, show_default=True, help="feedback: ranking margin per rank step (scores are mean log-probs per token)")
 @click.option("--mle-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="feedback: weight of MLE on each prompt's best rewrite")
 @click.option("--passthrough-weight", type=click.FloatRange(0), default=0.5, show_default=True, help="feedback: weight of MLE on caption -> caption pairs")
@@ -255,7 +257,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="train state (resumes), log, feedback.jsonl (default: runs/rewriter/<stage>)")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int | None, batch_size: int | None, lr: float | None, passthrough: float, vocab_size: int, n_prompts: int, k: int, temperature: float, margin: float, mle_weight: float, passthrough_weight: float, generator_dir: Path | None, clap_dir: Path | None, oracle_dir: Path | None, generation_steps: int | None, seed: int, work_dir: Path | None, checkpoint_every: int, device: str | None) -> None:
+def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int | None, batch_size: int | None, lr: float | None, passthrough: float, teacher_share: float, novel_word_rate: float, n_prompts: int, k: int, temperature: float, clips_per_rewrite: int, margin: float, mle_weight: float, passthrough_weight: float, generator_dir: Path | None, clap_dir: Path | None, oracle_dir: Path | None, generation_steps: int | None, seed: int, work_dir: Path | None, checkpoint_every: int, device: str | None) -> None:
     """The prompt rewriter: supervised from scratch (sft), then CLAP-feedback margin ranking (feedback)."""
     from services.checkpoints import shipped
     from services.manifest import ManifestError
@@ -267,13 +269,13 @@ def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int 
         if stage == "sft":
             if init_dir is not None:
                 _fail("--init is for --stage feedback; sft trains from scratch")
-            metrics = train_sft(out, steps or 4000, batch_size or 32, lr or 1e-3, seed, work_dir, passthrough, vocab_size, checkpoint_every, device, _command_line())
+            metrics = train_sft(out, steps or 4000, batch_size or 32, lr or 1e-3, seed, work_dir, passthrough, teacher_share, novel_word_rate, checkpoint_every, device, _command_line())
         else:
             if init_dir is None:
                 _fail("--stage feedback needs --init (the SFT rewriter to fine-tune)")
             metrics = train_feedback(
                 init_dir, out, steps or 300, batch_size or 8, lr or 1e-4, margin, mle_weight, passthrough_weight, n_prompts, k, temperature, seed, work_dir,
-                generator_dir or shipped("generator"), clap_dir or shipped("clap"), oracle_dir, checkpoint_every, device, _command_line(), generation_steps,
+                generator_dir or shipped("generator"), clap_dir or shipped("clap"), oracle_dir, checkpoint_every, device, _command_line(), generation_steps, clips_per_rewrite,
             )
     except (ValueError, CheckpointError, ManifestError, FileNotFoundError) as exc:
         _fail(str(exc))
@@ -533,14 +535,7 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
     from services.reward import RewardModel
     from training.eval_baton import ROWS, baton_markdown, baton_table, evaluate_row
 
-    rows: dict[str, Path] = {}
-    for spec in models or (f"base={shipped('generator')}",):
-        name, sep, directory = spec.partition("=")
-        if not sep or name not in ROWS:
-            _fail(f"--model takes NAME=DIR with NAME one of {', '.join(ROWS)}; got {spec!r}")
-        if not Path(directory).is_dir():
-            _fail(f"--model {name}: {directory} is not a directory")
-        rows[name] = Path(directory)
+    rows = dict(_named_dir("--model", spec, ROWS) for spec in models or (f"base={shipped('generator')}",))
     oracle, _ = _load_oracle(None)
     results = {}
     for name, directory in rows.items():
@@ -564,9 +559,20 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
         click.echo(json.dumps({k: round(v, 4) for k, v in table.items()}))
 
 
+def _named_dir(option: str, spec: str, names: tuple[str, ...] | None = None) -> tuple[str, Path]:
+    """NAME=DIR of a row option, checked: NAME (one of `names` when given) and an existing directory."""
+    name, sep, directory = spec.partition("=")
+    if not sep or not name or (names is not None and name not in names):
+        _fail(f"{option} takes NAME=DIR" + (f" with NAME one of {', '.join(names)}" if names else "") + f"; got {spec!r}")
+    if not Path(directory).is_dir():
+        _fail(f"{option} {name}: {directory} is not a directory")
+    return name, Path(directory)
+
+
 @eval_.command("rewriter")
 @click.option("--sft", "sft_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row sft: rewriter directory (default: the shipped, served rewriter, an SFT model)")
-@click.option("--feedback", "feedback_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row feedback: rewriter directory (default: the shipped rewriter-feedback)")
+@click.option("--feedback", "feedback_dir", default=None, help="row feedback: rewriter directory, or 'none' to leave the row out (default: the shipped rewriter-feedback)")
+@click.option("--row", "extra_rows", multiple=True, metavar="NAME=DIR", help="an extra row to compare, e.g. an earlier rewriter (repeatable)")
 @click.option("--prompts", "which", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True, help="open prompts: held-out scene descriptions, or the training ones")
 @click.option("--seeds", type=click.IntRange(1, 16), default=4, show_default=True, help="clips per prompt (the same noise seeds in every row)")
 @click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator (default: the shipped one)")
@@ -574,7 +580,7 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and rewriter.png here")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like feedback.clap) on the last line")
-def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: Path | None, which: str, seeds: int, checkpoint: Path | None, clap_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
+def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: str | None, extra_rows: tuple[str, ...], which: str, seeds: int, checkpoint: Path | None, clap_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
     """The rewriter table: raw prompt vs SFT rewrite vs SFT + CLAP feedback, on open prompts."""
     from services.checkpoints import shipped
     from services.clap import load_clap
@@ -584,7 +590,11 @@ def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: Path | None, which: st
     from training.eval_rewriter import evaluate_rewriters, rewriter_markdown, rewriter_plot, rewriter_table
 
     try:
-        rewriters = {"raw": None, "sft": PromptRewriter.from_pretrained(sft_dir or shipped("rewriter")), "feedback": PromptRewriter.from_pretrained(feedback_dir or shipped("rewriter-feedback"))}
+        dirs = {"sft": sft_dir or shipped("rewriter")}
+        if feedback_dir != "none":
+            dirs["feedback"] = _named_dir("--feedback", f"feedback={feedback_dir}")[1] if feedback_dir else shipped("rewriter-feedback")
+        dirs |= dict(_named_dir("--row", spec) for spec in extra_rows)
+        rewriters: dict[str, PromptRewriter | None] = {"raw": None, **{name: PromptRewriter.from_pretrained(d) for name, d in dirs.items()}}
         clap_dir = clap_dir or shipped("clap")
         clap = load_clap(clap_dir)
     except (CheckpointError, ManifestError, FileNotFoundError) as exc:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.audio import SAMPLE_RATE
 from training.world import captions as cap
 from training.world.events import EVENT_IDS, EVENTS, synthesize_event
-from training.world.scenes import SCENES, sample_scene_events
+from training.world.scenes import SCENES, Scene, sample_scene_events
 
 CLIP_SECONDS = 4.096  # 65536 samples: 128 frames at hop 512, 256 at hop 256
 CLIP_SAMPLES = int(round(CLIP_SECONDS * SAMPLE_RATE))
@@ -176,6 +176,11 @@ def sample_scene_spec(rng: np.random.Generator, heldout: bool = False) -> tuple[
     scene = SCENES[int(rng.integers(len(SCENES)))]
     descs = scene.heldout_descriptions if heldout else scene.descriptions
     prompt = descs[int(rng.integers(len(descs)))]
+    return prompt, scene_spec(rng, scene, heldout)
+
+
+def scene_spec(rng: np.random.Generator, scene: Scene, heldout: bool = False) -> ClipSpec:
+    """A captioned clip spec of 2-3 events the scene produces (held-out event pairs only if `heldout`)."""
     k = 2 + int(rng.integers(2))
     events = sample_scene_events(scene, rng, k, allowed=lambda ev: heldout or not has_heldout_pair(ev))
     relation = "sequence" if len(events) == 3 or rng.random() < 0.5 else "overlap"
@@ -183,8 +188,7 @@ def sample_scene_spec(rng: np.random.Generator, heldout: bool = False) -> tuple[
         relation = "sequence"
     template = cap.templates_for(relation, len(events), False)
     clauses, nouns = _phrase(rng, events, False)
-    spec = ClipSpec(events, relation, template[int(rng.integers(len(template)))], clauses, nouns, scene=scene.id)
-    return prompt, spec
+    return ClipSpec(events, relation, template[int(rng.integers(len(template)))], clauses, nouns, scene=scene.id)
 
 
 # ----------------------------------------------------------------------------- rendering
