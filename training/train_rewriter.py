@@ -443,10 +443,10 @@ def train_feedback(
     bar = tqdm(total=steps, initial=stage.step, desc="rewriter feedback")
     while not stage.done:
         pick = rng.choice(usable, size=min(batch_size, len(usable)), replace=False)
-        prompts, cands = [rows[i]["prompt"] for i in pick], [ranked[i] for i in pick]
-        scores, valid = rewriter.sequence_scores(prompts, cands)
+        users, cands = [rows[i]["prompt"] for i in pick], [ranked[i] for i in pick]
+        scores, valid = rewriter.sequence_scores(users, cands)
         rank = ranking_loss(scores, valid, margin)
-        best = mle_loss(rewriter, prompts, [c[0] for c in cands])
+        best = mle_loss(rewriter, users, [c[0] for c in cands])
         keep = passthrough_pairs(batch_size, int(rng.integers(2**31)), mix)
         passthrough = mle_loss(rewriter, [p for p, _ in keep], [t for _, t in keep])
         loss = rank + mle_weight * best + passthrough_weight * passthrough
