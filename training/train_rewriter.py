@@ -37,7 +37,7 @@ from services.manifest import checkpoint_version, write_manifest
 from services.rewriter import PromptRewriter
 from services.text_encoder import MINILM, resolve_location
 from training.train_generator import Stage, pick_device, show
-from training.world.captions import EVENT_PHRASINGS, heldout_fragments, mentioned_events
+from training.world.captions import EVENT_PHRASINGS, heldout_fragments, mentioned_events, template_words
 from training.world.clips import sample_scene_spec, sample_spec, scene_spec
 from training.world.scenes import SCENE_BY_ID, SCENES, Scene
 
@@ -48,8 +48,8 @@ MINI_T5 = dict(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=3, num_de
 # ~1000 words, 6-210 per scene).
 TEACHER_MIN_SIMILARITY, TEACHER_MIN_MARGIN = 0.45, 0.05
 TEACHER_TEMPLATES = ("a {0}", "the {0}", "{0}", "near the {0}", "a {0} and a {1}", "the {0} by the {1}", "{0} at the {1}")
-# words of the caption templates: a pass-through caption swaps one of its other words for a novel one
-TEMPLATE_WORDS = frozenset("a an the then and followed by before after first while as with in background sound of one can hear".split())
+# a pass-through caption swaps one of its other words for a novel one
+TEMPLATE_WORDS = template_words()
 
 
 # ----------------------------------------------------------------------------- knowledge: MiniLM's vocabulary and what it knows
@@ -430,7 +430,7 @@ def train_feedback(
     work_dir.mkdir(parents=True, exist_ok=True)
     rewriter = freeze_embeddings(PromptRewriter.from_pretrained(init, device=device))  # a small fine-tune leaves the vocabulary where it is
     teacher = load_teacher_words(init)  # our mini rewriters carry them; a real FLAN-T5 knows its words already
-    mix = SftMix(teacher=teacher, novel_words=tuple(vocabulary_words(rewriter.tokenizer)) if teacher else ())
+    mix = SftMix(novel_words=tuple(vocabulary_words(rewriter.tokenizer)) if teacher else ())  # for the pass-through pairs
     prompts = feedback_prompts(n_prompts, seed, teacher)
     rows = collect_feedback(rewriter, prompts, generator_dir, clap_dir, oracle_dir, work_dir, k, clips_per_rewrite, seed, temperature, generation_steps, device=str(device))
     ranked = [[c for _, c in sorted(zip(r["clap"], r["candidates"]), key=lambda x: -x[0])] for r in rows]

@@ -7,6 +7,7 @@ evaluation can ask whether a model understood the relation or memorised the word
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,6 +96,12 @@ def heldout_fragments() -> list[str]:
             if piece and not piece.startswith("{") and piece not in ("then", "and"):
                 frags.append(piece)
     return frags
+
+
+def template_words() -> frozenset[str]:
+    """Every word the relation templates (training and held-out) put around the event phrasings."""
+    templates = SEQUENCE2_TEMPLATES + SEQUENCE3_TEMPLATES + OVERLAP_TEMPLATES + SINGLE_TEMPLATES + HELDOUT_SEQUENCE2_TEMPLATES + HELDOUT_SEQUENCE3_TEMPLATES + HELDOUT_OVERLAP_TEMPLATES + HELDOUT_SINGLE_TEMPLATES
+    return frozenset(w for tpl in templates for w in re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", tpl)))
 
 
 def mentioned_events(text: str) -> list[str]:
