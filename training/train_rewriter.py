@@ -151,7 +151,7 @@ class SftMix:
     teacher: dict[str, list[str]] | None = None
     teacher_share: float = 0.5
     novel_words: tuple[str, ...] = ()
-    novel_word_rate: float = 0.3
+    novel_word_rate: float = 0.0
 
     def passthrough_pair(self, rng: np.random.Generator) -> tuple[str, str]:
         caption = sample_spec(rng, "train").caption
@@ -293,6 +293,14 @@ def _save(rewriter: PromptRewriter, out: Path, command: str | None, seed: int, m
 TEACHER_WORDS = "teacher_words.json"  # travels with the rewriter, so the feedback stage draws the same prompts
 
 
+SFT_RUNS = "sft_runs.jsonl"  # in the work dir: one line per invocation (command, step range, mix)
+
+
+def sft_runs(work_dir: Path) -> list[dict]:
+    path = work_dir / SFT_RUNS
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def load_teacher_words(directory: Path) -> dict[str, list[str]] | None:
     path = directory / TEACHER_WORDS
     return json.loads(path.read_text()) if path.is_file() else None
@@ -311,6 +319,9 @@ def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work
     rewriter = mini_rewriter(tokenizer, seed, device)
     rewriter.model.train()
     stage = Stage("sft", rewriter.model, work_dir, steps, lr, warmup=200)
+    mix_record = {k: v for k, v in asdict(mix).items() if k not in ("teacher", "novel_words")}
+    with open(work_dir / SFT_RUNS, "a") as f:  # a resumed run may change the mix: every invocation is part of the recipe
+        f.write(json.dumps({"command": command, "from_step": stage.step, "to_step": steps, "mix": mix_record}) + "\n")
     rng = np.random.default_rng([seed, stage.step])  # a resumed run draws fresh pairs
     bar = tqdm(total=steps, initial=stage.step, desc="rewriter sft")
     while not stage.done:
@@ -329,7 +340,8 @@ def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work
         "stage": "sft",
         "model": {"class": "T5ForConditionalGeneration", **MINI_T5, "vocabulary": f"MiniLM WordPiece ({len(tokenizer)} pieces)", "embeddings": "MiniLM word embeddings, top-128 principal axes, frozen",
                   "parameters": sum(p.numel() for p in model.parameters()), "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)},
-        "data": {**{k: v for k, v in asdict(mix).items() if k not in ("teacher", "novel_words")}, "pairs_seen": steps * batch_size, "novel_words": len(words),
+        "runs": sft_runs(work_dir),
+        "data": {**mix_record, "pairs_seen": steps * batch_size, "novel_words": len(words),
                  "teacher": {"min_similarity": TEACHER_MIN_SIMILARITY, "min_margin": TEACHER_MIN_MARGIN, "words_per_scene": {k: len(v) for k, v in teacher.items()}, "file": TEACHER_WORDS}},
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -241,7 +241,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="default: 1e-3 (sft), 1e-4 (feedback)")
 @click.option("--passthrough", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="sft: share of caption -> same caption pairs")
 @click.option("--teacher-share", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="sft: share of scene pairs whose description is made of MiniLM's teacher words for the scene")
-@click.option("--novel-word-rate", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="sft: share of pass-through captions with one word swapped for a random vocabulary word")
+@click.option("--novel-word-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="sft: share of pass-through captions with one word swapped for a random vocabulary word (at 0.3 no novel word was ever copied, and pass-through blurred)")
 @click.option("--n-prompts", type=click.IntRange(1), default=160, show_default=True, help="feedback: user prompts sampled for ranking (training descriptions and teacher-word descriptions)")
 @click.option("--k", type=click.IntRange(2, 32), default=6, show_default=True, help="feedback: rewrites sampled per prompt")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="feedback: sampling temperature")
