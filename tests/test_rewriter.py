@@ -281,7 +281,7 @@ def test_tiny_sft_then_feedback_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     runs = json.loads((sft / "MANIFEST.json").read_text())["runs"]
     assert [(r["from_step"], r["to_step"]) for r in runs] == [(0, 3), (3, 4)]
-    assert runs[1]["mix"]["novel_word_rate"] == 0.5 and "--novel-word-rate 0.5" in runs[1]["command"]
+    assert runs[0]["mix"]["novel_word_rate"] == 0.0 and runs[1]["mix"]["novel_word_rate"] == 0.5
 
     fb = tmp_path / "fb"
     args = ["train", "rewriter", "--stage", "feedback", "--init", str(sft), "--out", str(fb), "--steps", "2", "--batch-size", "2", "--n-prompts", "2", "--k", "3", "--clips-per-rewrite", "2", "--generation-steps", "4", "--work-dir", str(tmp_path / "w_fb")]
