@@ -296,8 +296,8 @@ TEACHER_WORDS = "teacher_words.json"  # travels with the rewriter, so the feedba
 SFT_RUNS = "sft_runs.jsonl"  # in the work dir: one line per invocation (command, step range, mix)
 
 
-def sft_runs(work_dir: Path) -> list[dict]:
-    path = work_dir / SFT_RUNS
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file the stages append to; none when it does not exist yet."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
@@ -340,7 +340,7 @@ def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work
         "stage": "sft",
         "model": {"class": "T5ForConditionalGeneration", **MINI_T5, "vocabulary": f"MiniLM WordPiece ({len(tokenizer)} pieces)", "embeddings": "MiniLM word embeddings, top-128 principal axes, frozen",
                   "parameters": sum(p.numel() for p in model.parameters()), "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)},
-        "runs": sft_runs(work_dir),
+        "runs": read_jsonl(work_dir / SFT_RUNS),
         "data": {**mix_record, "pairs_seen": steps * batch_size, "novel_words": len(words),
                  "teacher": {"min_similarity": TEACHER_MIN_SIMILARITY, "min_margin": TEACHER_MIN_MARGIN, "words_per_scene": {k: len(v) for k, v in teacher.items()}, "file": TEACHER_WORDS}},
     }
@@ -378,7 +378,7 @@ def collect_feedback(rewriter: PromptRewriter, prompts: list[tuple[str, str]], g
     from training.world.oracle import load_oracle
 
     path = work_dir / "feedback.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = read_jsonl(path)
     todo = list(range(len(rows), len(prompts)))
     if not todo:
         return rows
