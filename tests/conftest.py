@@ -1,6 +1,7 @@
 import os
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,7 +28,11 @@ def service():
     config = with_overrides(read_config(shipped_config("cpu")), port=port, args={"batch_wait_timeout_s": 0.2}, deployments={"Generator": {"max_queued_requests": 2}})
     start_ray(num_cpus=4, metrics_port=metrics_port)
     try:
-        yield Service(deploy(config), f"http://127.0.0.1:{metrics_port}/metrics")
+        url = deploy(config)
+        # one request first: until a handle has learnt its replicas, concurrent calls wait in its queue, and the
+        # test queue of 2 would then turn the first burst of 4 into a 503 (seen as a flaky batching test)
+        httpx.post(f"{url}/v1/audio/generations", json={"prompt": "a dog barks", "steps": 2}, timeout=120).raise_for_status()
+        yield Service(url, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         serve.shutdown()
         ray.shutdown()
