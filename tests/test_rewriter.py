@@ -142,6 +142,15 @@ def test_ranking_loss_ignores_padding_slots():
     assert ranking_loss(scores, torch.tensor([[True, False, False]]), margin=0.1).item() == 0.0
 
 
+def test_ranking_loss_skips_pairs_the_judge_barely_separates():
+    scores = torch.tensor([[-0.9, -0.5, -0.1]])  # every pair reversed
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    judge = torch.tensor([[0.60, 0.58, 0.20]])  # the judge's near-tie (0, 1) is left out; (0, 2) and (1, 2) count
+    assert ranking_loss(scores, valid, 0.0, judge, min_judge_gap=0.1).item() == pytest.approx((0.8 + 0.4) / 2)
+    assert ranking_loss(scores, valid, 0.0, judge, min_judge_gap=0.0).item() == pytest.approx(1.6 / 3)
+    assert ranking_loss(scores, valid, 0.0, judge, min_judge_gap=0.5).item() == 0.0
+
+
 def test_ranking_loss_steps_teach_the_model_the_order(rewriter_dir):
     """A few steps on the ranking loss alone raise the best candidate's score over the worst."""
     rw = PromptRewriter.from_pretrained(rewriter_dir)
@@ -284,7 +293,7 @@ def test_tiny_sft_then_feedback_end_to_end(tmp_path):
     assert runs[0]["mix"]["novel_word_rate"] == 0.0 and runs[1]["mix"]["novel_word_rate"] == 0.5
 
     fb = tmp_path / "fb"
-    args = ["train", "rewriter", "--stage", "feedback", "--init", str(sft), "--out", str(fb), "--steps", "2", "--batch-size", "2", "--n-prompts", "2", "--k", "3", "--clips-per-rewrite", "2", "--generation-steps", "4", "--work-dir", str(tmp_path / "w_fb")]
+    args = ["train", "rewriter", "--stage", "feedback", "--init", str(sft), "--out", str(fb), "--steps", "2", "--batch-size", "2", "--n-prompts", "2", "--k", "3", "--clips-per-rewrite", "2", "--generation-steps", "4", "--min-judge-gap", "0", "--work-dir", str(tmp_path / "w_fb")]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "w_fb" / "feedback.jsonl").read_text().splitlines()]
@@ -294,16 +303,19 @@ def test_tiny_sft_then_feedback_end_to_end(tmp_path):
         assert 1 <= len(row["candidates"]) <= 3 and len(row["clap"]) == len(row["candidates"]) == len(row["events"])
         assert all(len(clips) == 2 for clips in row["events"]) and len(set(row["seeds"])) == 2
     manifest = json.loads((fb / "MANIFEST.json").read_text())
-    assert manifest["stage"] == "feedback" and manifest["init"].startswith("sft@")
+    assert manifest["stage"] == "feedback" and manifest["init"].startswith("sft@") and manifest["ranking"]["min_judge_gap"] == 0.0
     assert "rank" in (fb / "feedback_log.jsonl").read_text()
     rw = PromptRewriter.from_pretrained(fb)
     assert len(rw.rewrite(["a farmyard"])) == 1
 
     # resumed: the cached feedback rows are reused, training goes on from its saved step
-    result = runner.invoke(main, [*args[:-4], "--steps", "3", "--work-dir", str(tmp_path / "w_fb")])
+    result = runner.invoke(main, [*args[:-2], "--steps", "3", "--work-dir", str(tmp_path / "w_fb")])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "w_fb" / "feedback.jsonl").read_text().splitlines()) == 2
     assert "resumed from" in result.output
+    # CLAP scores are cosines: no two rewrites are 3 apart, so nothing is left to rank, and it says so
+    result = runner.invoke(main, [*args[:-2], "--min-judge-gap", "3", "--work-dir", str(tmp_path / "w_fb")])
+    assert result.exit_code != 0 and "at least 3.0 apart" in result.output
 
 
 def test_feedback_stage_needs_init(tmp_path):

@@ -224,14 +224,18 @@ def mle_loss(rewriter: PromptRewriter, prompts: list[str], targets: list[str]) -
     return rewriter.model(**enc, labels=labels.masked_fill(labels == rewriter.tokenizer.pad_token_id, -100)).loss
 
 
-def ranking_loss(scores: torch.Tensor, valid: torch.Tensor, margin: float) -> torch.Tensor:
+def ranking_loss(scores: torch.Tensor, valid: torch.Tensor, margin: float, judge: torch.Tensor | None = None, min_judge_gap: float = 0.0) -> torch.Tensor:
     """BRIO's margin ranking loss for candidates sorted best first along dim 1.
 
     Every ordered pair i < j (both valid) costs max(0, s_j - s_i + margin * (j - i)): a better-ranked
-    candidate must out-score a worse one by a margin growing with their rank distance. Mean over pairs."""
+    candidate must out-score a worse one by a margin growing with their rank distance. Mean over pairs.
+    With `judge` (the judge's scores the candidates were sorted by), a pair counts only when the judge put them
+    at least `min_judge_gap` apart: a near-tie of a noisy judge is a coin flip, not a preference."""
     k = scores.shape[1]
     i, j = torch.triu_indices(k, k, offset=1, device=scores.device)
     pair_valid = valid[:, i] & valid[:, j]
+    if judge is not None:
+        pair_valid = pair_valid & (judge[:, i] - judge[:, j] >= min_judge_gap)
     cost = torch.relu(scores[:, j] - scores[:, i] + margin * (j - i).to(scores.dtype))
     n_pairs = pair_valid.sum()
     if n_pairs == 0:
@@ -436,7 +440,7 @@ def feedback_diagnostics(rows: list[dict]) -> dict[str, float]:
 
 def train_feedback(
     init: Path, out: Path, steps: int, batch_size: int, lr: float, margin: float, mle_weight: float, passthrough_weight: float, n_prompts: int, k: int, temperature: float, seed: int, work_dir: Path,
-    generator_dir: Path, clap_dir: Path, oracle_dir: Path | None, checkpoint_every: int, device: str | None, command: str | None = None, generation_steps: int | None = None, clips_per_rewrite: int = 2,
+    generator_dir: Path, clap_dir: Path, oracle_dir: Path | None, checkpoint_every: int, device: str | None, command: str | None = None, generation_steps: int | None = None, clips_per_rewrite: int = 2, min_judge_gap: float = 0.1,
 ) -> dict:
     device = pick_device(device)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -445,10 +449,13 @@ def train_feedback(
     mix = SftMix(novel_words=tuple(vocabulary_words(rewriter.tokenizer)) if teacher else ())  # for the pass-through pairs
     prompts = feedback_prompts(n_prompts, seed, teacher)
     rows = collect_feedback(rewriter, prompts, generator_dir, clap_dir, oracle_dir, work_dir, k, clips_per_rewrite, seed, temperature, generation_steps, device=str(device))
-    ranked = [[c for _, c in sorted(zip(r["clap"], r["candidates"]), key=lambda x: -x[0])] for r in rows]
-    usable = [i for i, c in enumerate(ranked) if len(c) >= 2]
+    order = [sorted(range(len(r["clap"])), key=lambda c: -r["clap"][c]) for r in rows]  # best first
+    ranked = [[r["candidates"][c] for c in o] for r, o in zip(rows, order)]
+    judged = [[r["clap"][c] for c in o] for r, o in zip(rows, order)]
+    # a prompt teaches something only when CLAP separates its best rewrite from its worst
+    usable = [i for i, s in enumerate(judged) if len(s) >= 2 and s[0] - s[-1] >= min_judge_gap]
     if not usable:
-        raise ValueError("no feedback prompt has two distinct rewrites to rank; raise --k or --temperature")
+        raise ValueError(f"no feedback prompt has two rewrites CLAP scores at least {min_judge_gap} apart; raise --k or --temperature, or lower --min-judge-gap")
     rewriter.model.train()
     stage = Stage("feedback", rewriter.model, work_dir, steps, lr, warmup=20, flush_every=10)
     rng = np.random.default_rng([seed, stage.step])
@@ -457,7 +464,8 @@ def train_feedback(
         pick = rng.choice(usable, size=min(batch_size, len(usable)), replace=False)
         users, cands = [rows[i]["prompt"] for i in pick], [ranked[i] for i in pick]
         scores, valid = rewriter.sequence_scores(users, cands)
-        rank = ranking_loss(scores, valid, margin)
+        judge = torch.tensor([judged[i] + [0.0] * (scores.shape[1] - len(judged[i])) for i in pick], device=scores.device)
+        rank = ranking_loss(scores, valid, margin, judge, min_judge_gap)
         best = mle_loss(rewriter, users, [c[0] for c in cands])
         keep = passthrough_pairs(batch_size, int(rng.integers(2**31)), mix)
         passthrough = mle_loss(rewriter, [p for p, _ in keep], [t for _, t in keep])
@@ -473,7 +481,7 @@ def train_feedback(
     extra = {
         "stage": "feedback",
         "init": checkpoint_version(init),
-        "ranking": {"judge": f"CLAP(user prompt, clip) with {checkpoint_version(clap_dir)}", "generator": checkpoint_version(generator_dir), "prompts": n_prompts, "teacher_prompts": sum(p not in open_prompts(heldout=False) for p, _ in prompts), "k": k, "clips_per_rewrite": clips_per_rewrite, "temperature": temperature, "generation_steps": generation_steps or "generator default", "margin": margin, "mle_weight": mle_weight, "passthrough_weight": passthrough_weight},
+        "ranking": {"judge": f"CLAP(user prompt, clip) with {checkpoint_version(clap_dir)}", "generator": checkpoint_version(generator_dir), "prompts": n_prompts, "teacher_prompts": sum(p not in open_prompts(heldout=False) for p, _ in prompts), "k": k, "clips_per_rewrite": clips_per_rewrite, "temperature": temperature, "generation_steps": generation_steps or "generator default", "margin": margin, "min_judge_gap": min_judge_gap, "prompts_ranked": len(usable), "mle_weight": mle_weight, "passthrough_weight": passthrough_weight},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback_log.jsonl").write_text((stage.dir / "log.jsonl").read_text())  # the curves travel with the weights

@@ -247,6 +247,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True, help="feedback: sampling temperature")
 @click.option("--clips-per-rewrite", type=click.IntRange(1, 8), default=2, show_default=True, help="feedback: clips (noise seeds, shared by a prompt's candidates) whose mean CLAP judges a rewrite")
 @click.option("--margin", type=click.FloatRange(0), default=0.05, show_default=True, help="feedback: ranking margin per rank step (scores are mean log-probs per token)")
+@click.option("--min-judge-gap", type=click.FloatRange(0), default=0.1, show_default=True, help="feedback: rank two rewrites only when their CLAP scores are this far apart (below 0.1 the mini CLAP agreed with the oracle on 49% of pairs: chance)")
 @click.option("--mle-weight", type=click.FloatRange(0), default=1.0, show_default=True, help="feedback: weight of MLE on each prompt's best rewrite")
 @click.option("--passthrough-weight", type=click.FloatRange(0), default=0.5, show_default=True, help="feedback: weight of MLE on caption -> caption pairs")
 @click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="feedback: generator making the clips (default: shipped)")
@@ -257,7 +258,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="train state (resumes), log, feedback.jsonl (default: runs/rewriter/<stage>)")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int | None, batch_size: int | None, lr: float | None, passthrough: float, teacher_share: float, novel_word_rate: float, n_prompts: int, k: int, temperature: float, clips_per_rewrite: int, margin: float, mle_weight: float, passthrough_weight: float, generator_dir: Path | None, clap_dir: Path | None, oracle_dir: Path | None, generation_steps: int | None, seed: int, work_dir: Path | None, checkpoint_every: int, device: str | None) -> None:
+def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int | None, batch_size: int | None, lr: float | None, passthrough: float, teacher_share: float, novel_word_rate: float, n_prompts: int, k: int, temperature: float, clips_per_rewrite: int, margin: float, min_judge_gap: float, mle_weight: float, passthrough_weight: float, generator_dir: Path | None, clap_dir: Path | None, oracle_dir: Path | None, generation_steps: int | None, seed: int, work_dir: Path | None, checkpoint_every: int, device: str | None) -> None:
     """The prompt rewriter: supervised from scratch (sft), then CLAP-feedback margin ranking (feedback)."""
     from services.checkpoints import shipped
     from services.manifest import ManifestError
@@ -275,7 +276,7 @@ def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int 
                 _fail("--stage feedback needs --init (the SFT rewriter to fine-tune)")
             metrics = train_feedback(
                 init_dir, out, steps or 300, batch_size or 8, lr or 1e-4, margin, mle_weight, passthrough_weight, n_prompts, k, temperature, seed, work_dir,
-                generator_dir or shipped("generator"), clap_dir or shipped("clap"), oracle_dir, checkpoint_every, device, _command_line(), generation_steps, clips_per_rewrite,
+                generator_dir or shipped("generator"), clap_dir or shipped("clap"), oracle_dir, checkpoint_every, device, _command_line(), generation_steps, clips_per_rewrite, min_judge_gap,
             )
     except (ValueError, CheckpointError, ManifestError, FileNotFoundError) as exc:
         _fail(str(exc))
