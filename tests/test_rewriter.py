@@ -227,10 +227,15 @@ def test_minilm_tokenizer_uses_t5_conventions(tokenizer):
     assert tokenizer.decode(tokenizer("the yapping of a hound")["input_ids"], skip_special_tokens=True) == "the yapping of a hound"
 
 
-def test_mini_rewriter_embeddings_are_minilm_and_stay_frozen(tokenizer):
+def test_mini_rewriter_embeddings_keep_minilm_columns_frozen_and_train_the_rest(tokenizer, tmp_path):
+    from training.train_generator import Stage
+    from training.train_rewriter import SEMANTIC_DIMS
+
     rw = mini_rewriter(tokenizer, seed=0)
     table = rw.model.get_input_embeddings().weight
-    assert torch.equal(table, minilm_word_embeddings(table.shape[1]))
+    assert torch.equal(table, minilm_word_embeddings(table.shape[1], SEMANTIC_DIMS)) and SEMANTIC_DIMS < table.shape[1]
+    assert torch.equal(table[:, :SEMANTIC_DIMS], minilm_word_embeddings(SEMANTIC_DIMS))  # the same axes, unit RMS
+    assert (table[:, SEMANTIC_DIMS:] == 0).all()
     assert rw.model.get_output_embeddings().weight is table  # tied
     ids = tokenizer(["chapel", "church", "algebra"], add_special_tokens=False)["input_ids"]
     chapel, church, algebra = (table[i[0]] for i in ids)
@@ -238,12 +243,21 @@ def test_mini_rewriter_embeddings_are_minilm_and_stay_frozen(tokenizer):
     assert cos(chapel, church, dim=0) > cos(chapel, algebra, dim=0)  # the geometry a word keeps when training never shows it
     before = table.detach().clone()
     rw.model.train()
-    opt = torch.optim.AdamW([p for p in rw.model.parameters() if p.requires_grad], lr=1e-2)
-    loss = mle_loss(rw, ["a farmyard"], ["a cow moos"])
-    loss.backward()
-    opt.step()
-    assert torch.equal(rw.model.get_input_embeddings().weight, before)
+    stage = Stage("t", rw.model, tmp_path, steps=3, lr=1e-2, warmup=1, no_decay=[table])  # as train_sft builds it
+    for _ in range(3):
+        stage.update(mle_loss(rw, ["a farmyard"], ["a cow moos"]))
+    assert torch.equal(table[:, :SEMANTIC_DIMS], before[:, :SEMANTIC_DIMS]), "frozen columns moved (gradient or weight decay)"
+    cow = tokenizer("cow", add_special_tokens=False)["input_ids"][0]
+    assert not torch.equal(table[cow, SEMANTIC_DIMS:], before[cow, SEMANTIC_DIMS:])  # a word it saw learnt its own columns
+
+
+def test_fully_frozen_embeddings_get_no_gradient(tokenizer):
+    rw = mini_rewriter(tokenizer, seed=0, semantic_dims=128)  # the v2 recipe; also what the feedback stage does
+    table = rw.model.get_input_embeddings().weight
+    assert not table.requires_grad and torch.equal(table, minilm_word_embeddings(128))
     assert freeze_embeddings(rw) is rw and not table.requires_grad
+    with pytest.raises(ValueError, match="semantic_dims"):
+        minilm_word_embeddings(128, 200)
 
 
 def test_mentioned_events_reads_sounds_in_text_order():
@@ -271,6 +285,9 @@ def test_feedback_diagnostics_measure_clap_oracle_agreement():
     assert d["clap_oracle_pair_agreement"] == pytest.approx(3 / 4)
     assert d["scene_consistency_clap_best"] == pytest.approx((1.0 + 0.0) / 2)
     assert d["scene_consistency_mean_candidate"] == pytest.approx(((1 + 0.75 + 0) / 3 + 0.5) / 2)
+    assert "scene_consistency_greedy" not in d  # rows from before the greedy rewrite was a candidate
+    d = feedback_diagnostics([{**row, "greedy": row["candidates"][0]} for row in rows])
+    assert d["scene_consistency_greedy"] == pytest.approx((1.0 + 1.0) / 2)  # candidate 0 of each row
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -300,7 +317,8 @@ def test_tiny_sft_then_feedback_end_to_end(tmp_path):
     assert len(rows) == 2
     assert [(r["prompt"], r["scene"]) for r in rows] == feedback_prompts(2, 0, json.loads((sft / "teacher_words.json").read_text()))
     for row in rows:
-        assert 1 <= len(row["candidates"]) <= 3 and len(row["clap"]) == len(row["candidates"]) == len(row["events"])
+        assert row["candidates"][0] == row["greedy"] and len(row["candidates"]) <= 4  # greedy + k=3 samples, unique
+        assert len(row["clap"]) == len(row["candidates"]) == len(row["events"])
         assert all(len(clips) == 2 for clips in row["events"]) and len(set(row["seeds"])) == 2
     manifest = json.loads((fb / "MANIFEST.json").read_text())
     assert manifest["stage"] == "feedback" and manifest["init"].startswith("sft@") and manifest["ranking"]["min_judge_gap"] == 0.0

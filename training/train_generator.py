@@ -129,12 +129,13 @@ def build_dataset(seed: int, n_clips: int, n_audio: int, cache_dir: Path, worker
 
 # ----------------------------------------------------------------------------- shared loop pieces
 class Stage:
-    """Optimiser + cosine schedule + resumable state for one component.
+    """Optimiser + cosine schedule + resumable state for one component (AdamW, weight decay 1e-2 except on
+    the parameters in `no_decay`).
 
     Losses are logged one line per step, but read back from the device in blocks of `flush_every`
     steps: a `.item()` per step would make the CPU wait for the GPU on every step."""
 
-    def __init__(self, name: str, model: torch.nn.Module, work_dir: Path, steps: int, lr: float, warmup: int = 100, ema_decay: float | None = None, flush_every: int = 50) -> None:
+    def __init__(self, name: str, model: torch.nn.Module, work_dir: Path, steps: int, lr: float, warmup: int = 100, ema_decay: float | None = None, flush_every: int = 50, no_decay: list[torch.nn.Parameter] = ()) -> None:
         self.name, self.model, self.steps = name, model, steps
         self.device = next(model.parameters()).device
         self.flush_every = flush_every
@@ -142,7 +143,10 @@ class Stage:
         self.started = time.time()
         self.dir = work_dir / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-2)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        exempt = [p for p in trained if any(p is q for q in no_decay)]
+        groups = [{"params": [p for p in trained if not any(p is q for q in exempt)]}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
+        self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
         self.ema_decay = ema_decay

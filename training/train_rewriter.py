@@ -5,13 +5,13 @@ Conditional Audio Generation" (arXiv 2311.00897).
     Data: pairs drawn from the world. Most map an open prompt (a scene description, "a farmyard") to
     an audionese caption of an event set that scene produces ("a cow moos, then a dog barks"); the
     rest map a caption to itself, so passing a descriptive prompt through is learnt, not hard-coded.
-    Model: a small T5ForConditionalGeneration trained from scratch, with a BPE tokenizer trained here
-    (offline, with `tokenizers`) on the world's training texts. Loop: teacher-forced cross-entropy.
+    Model: a small T5ForConditionalGeneration trained from scratch over MiniLM's WordPiece vocabulary, with
+    MiniLM's word embeddings (frozen). Loop: teacher-forced cross-entropy.
 
 --stage feedback
-    Data: for each training open prompt, sample K rewrites from the SFT model, generate one clip per
-    rewrite (all K from the same noise seed, so they differ only by the rewrite), and rank them by
-    CLAP(user prompt, clip), cached in feedback.jsonl (resumable). Loop: the BRIO-style margin
+    Data: for each training open prompt, take the SFT model's greedy rewrite and K sampled ones, generate
+    clips per rewrite (all from the same noise seeds, so they differ only by the rewrite), and rank them by
+    mean CLAP(user prompt, clip), cached in feedback.jsonl (resumable). Loop: the BRIO-style margin
     ranking loss over the ranked candidates,
         L_rank = mean_{i<j} max(0, s(c_j) - s(c_i) + margin * (j - i)),
     with s the length-normalised log-likelihood, plus MLE on the best candidate and MLE on
@@ -41,12 +41,16 @@ from training.world.captions import EVENT_PHRASINGS, heldout_fragments, mentione
 from training.world.clips import sample_scene_spec, sample_spec, scene_spec
 from training.world.scenes import SCENE_BY_ID, SCENES, Scene
 
-# 3+3 layers of width 128 over MiniLM's 30522-piece vocabulary (embeddings tied and frozen, as below): 5.7 M parameters, 1.8 M trained, ~2.3 it/s at batch 32 on this CPU
+# 3+3 layers of width 128 over MiniLM's 30522-piece vocabulary (embeddings tied, as below): 5.7 M parameters, ~2 it/s at batch 32 on this CPU
 MINI_T5 = dict(d_model=128, d_ff=512, d_kv=32, num_heads=4, num_layers=3, num_decoder_layers=3, feed_forward_proj="gated-gelu", dropout_rate=0.1, tie_word_embeddings=True)
 # A vocabulary word is a teacher word of a scene when MiniLM puts "a WORD" at least this close (cosine) to one of
 # the scene's training descriptions and this much closer than to any other scene's (chosen by the counts they give:
 # 947 words, 6-205 per scene).
 TEACHER_MIN_SIMILARITY, TEACHER_MIN_MARGIN = 0.45, 0.05
+# The word embeddings' first SEMANTIC_DIMS columns are MiniLM's (frozen); the other d_model - SEMANTIC_DIMS train from
+# zero. Fully frozen (128 of 128, v2) the table slowed learning to copy ~3x: after 600 pass-through-only steps 6 of 60
+# captions came back exact, 15 of 60 with a trainable table. Trained columns give each word an identity to copy by.
+SEMANTIC_DIMS = 96
 TEACHER_TEMPLATES = ("a {0}", "the {0}", "{0}", "near the {0}", "a {0} and a {1}", "the {0} by the {1}", "{0} at the {1}")
 # a pass-through caption swaps one of its other words for a novel one
 TEMPLATE_WORDS = template_words()
@@ -73,17 +77,22 @@ def minilm_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", eos_token="[SEP]", unk_token="[UNK]", model_max_length=512, clean_up_tokenization_spaces=True)
 
 
-def minilm_word_embeddings(d_model: int) -> torch.Tensor:
-    """MiniLM's input word embeddings [30522, 384] on their top `d_model` principal axes, scaled to unit RMS
-    (the scale T5 initialises its embeddings at). Deterministic."""
+def minilm_word_embeddings(d_model: int, semantic_dims: int | None = None) -> torch.Tensor:
+    """MiniLM's input word embeddings [30522, 384] on their top `semantic_dims` (default: `d_model`) principal
+    axes, scaled to unit RMS (the scale T5 initialises its embeddings at), then zero-padded to `d_model`
+    columns. Deterministic."""
     from transformers import AutoModel
 
+    semantic_dims = d_model if semantic_dims is None else semantic_dims
+    if not 0 < semantic_dims <= d_model:
+        raise ValueError(f"semantic_dims must be in 1..{d_model}, got {semantic_dims}")
     table = AutoModel.from_pretrained(resolve_location(MINILM)).embeddings.word_embeddings.weight.detach().float()
     centred = table - table.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    axes = v[:d_model] * torch.sign(v[:d_model].sum(1, keepdim=True))  # a fixed sign per axis
+    axes = v[:semantic_dims] * torch.sign(v[:semantic_dims].sum(1, keepdim=True))  # a fixed sign per axis
     projected = centred @ axes.T
-    return projected / projected.pow(2).mean().sqrt()
+    projected = projected / projected.pow(2).mean().sqrt()
+    return torch.cat([projected, projected.new_zeros(projected.shape[0], d_model - semantic_dims)], 1)
 
 
 def vocabulary_words(tokenizer) -> list[str]:
@@ -198,22 +207,31 @@ def open_prompts(heldout: bool) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- model
-def freeze_embeddings(rewriter: PromptRewriter) -> PromptRewriter:
-    """The tied word embeddings stay MiniLM's: a word training never showed keeps its place among those it did."""
-    rewriter.model.get_input_embeddings().requires_grad_(False)
+def freeze_embeddings(rewriter: PromptRewriter, frozen_dims: int | None = None) -> PromptRewriter:
+    """Keeps the tied word embeddings' first `frozen_dims` columns (default: all) where they are, so a word
+    training never showed keeps its place among those it did; the other columns train. Partly frozen, the
+    table's frozen columns get no gradient (a hook); leave it out of weight decay too (`Stage(no_decay=...)`)."""
+    weight = rewriter.model.get_input_embeddings().weight
+    if frozen_dims is None or frozen_dims >= weight.shape[1]:
+        weight.requires_grad_(False)
+        return rewriter
+    trained = torch.ones(weight.shape[1], device=weight.device)
+    trained[:frozen_dims] = 0
+    weight.register_hook(lambda grad: grad * trained)
     return rewriter
 
 
-def mini_rewriter(tokenizer, seed: int, device: torch.device | str = "cpu") -> PromptRewriter:
-    """A small T5 from scratch over MiniLM's vocabulary, its (tied, frozen) embeddings MiniLM's own."""
+def mini_rewriter(tokenizer, seed: int, device: torch.device | str = "cpu", semantic_dims: int = SEMANTIC_DIMS) -> PromptRewriter:
+    """A small T5 from scratch over MiniLM's vocabulary; its tied word embeddings are MiniLM's on `semantic_dims`
+    frozen columns, and trained (from zero) on the rest."""
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
     config = T5Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id, **MINI_T5)
     model = T5ForConditionalGeneration(config)
     with torch.no_grad():
-        model.get_input_embeddings().weight.copy_(minilm_word_embeddings(config.d_model))
-    return freeze_embeddings(PromptRewriter(model, tokenizer, device))
+        model.get_input_embeddings().weight.copy_(minilm_word_embeddings(config.d_model, semantic_dims))
+    return freeze_embeddings(PromptRewriter(model, tokenizer, device), semantic_dims)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -310,7 +328,7 @@ def load_teacher_words(directory: Path) -> dict[str, list[str]] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work_dir: Path, passthrough: float, teacher_share: float, novel_word_rate: float, checkpoint_every: int, device: str | None, command: str | None = None) -> dict:
+def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work_dir: Path, passthrough: float, teacher_share: float, novel_word_rate: float, checkpoint_every: int, device: str | None, command: str | None = None, semantic_dims: int = SEMANTIC_DIMS) -> dict:
     device = pick_device(device)
     work_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = minilm_tokenizer()
@@ -320,9 +338,10 @@ def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work
         teacher = teacher_scene_words(words)
         (work_dir / TEACHER_WORDS).write_text(json.dumps(teacher, indent=1) + "\n")
     mix = SftMix(passthrough, teacher, teacher_share, tuple(words), novel_word_rate)
-    rewriter = mini_rewriter(tokenizer, seed, device)
+    rewriter = mini_rewriter(tokenizer, seed, device, semantic_dims)
     rewriter.model.train()
-    stage = Stage("sft", rewriter.model, work_dir, steps, lr, warmup=200)
+    # weight decay would shrink the frozen columns of a partly trained table
+    stage = Stage("sft", rewriter.model, work_dir, steps, lr, warmup=200, no_decay=[rewriter.model.get_input_embeddings().weight])
     mix_record = {k: v for k, v in asdict(mix).items() if k not in ("teacher", "novel_words")}
     with open(work_dir / SFT_RUNS, "a") as f:  # a resumed run may change the mix: every invocation is part of the recipe
         f.write(json.dumps({"command": command, "from_step": stage.step, "to_step": steps, "mix": mix_record}) + "\n")
@@ -342,7 +361,7 @@ def train_sft(out: Path, steps: int, batch_size: int, lr: float, seed: int, work
     model = rewriter.model
     extra = {
         "stage": "sft",
-        "model": {"class": "T5ForConditionalGeneration", **MINI_T5, "vocabulary": f"MiniLM WordPiece ({len(tokenizer)} pieces)", "embeddings": "MiniLM word embeddings, top-128 principal axes, frozen",
+        "model": {"class": "T5ForConditionalGeneration", **MINI_T5, "vocabulary": f"MiniLM WordPiece ({len(tokenizer)} pieces)", "embeddings": f"MiniLM word embeddings on their top {semantic_dims} principal axes (frozen) + {MINI_T5['d_model'] - semantic_dims} trained columns",
                   "parameters": sum(p.numel() for p in model.parameters()), "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)},
         "runs": read_jsonl(work_dir / SFT_RUNS),
         "data": {**mix_record, "pairs_seen": steps * batch_size, "novel_words": len(words),
@@ -372,7 +391,7 @@ def feedback_prompts(n: int, seed: int, teacher: dict[str, list[str]] | None, te
 
 
 def collect_feedback(rewriter: PromptRewriter, prompts: list[tuple[str, str]], generator_dir: Path, clap_dir: Path, oracle_dir: Path | None, work_dir: Path, k: int, clips_per_rewrite: int, seed: int, temperature: float, generation_steps: int | None = None, prompts_per_call: int = 4, device: str | None = None) -> list[dict]:
-    """Rows {prompt, scene, seeds, candidates (unique, sampling order), clap [per candidate: mean over its
+    """Rows {prompt, scene, seeds, greedy, candidates (unique: the greedy rewrite, then K samples in order), clap [per candidate: mean over its
     clips], events [per candidate, per clip: the oracle's; a diagnostic only, never used by the loss]} in
     work_dir/feedback.jsonl; resumable. Every candidate of a prompt is rendered from the same noise seeds, so
     candidates differ only by their text; averaging CLAP over `clips_per_rewrite` seeds judges the rewrite,
@@ -394,7 +413,10 @@ def collect_feedback(rewriter: PromptRewriter, prompts: list[tuple[str, str]], g
             idx = todo[start : start + prompts_per_call]
             user = [prompts[i][0] for i in idx]
             sampled = rewriter.sample(user, k, temperature=temperature, seed=seed * 100_003 + idx[0])
-            cands = [list(dict.fromkeys(c for c in s if c.strip())) for s in sampled]
+            # the greedy rewrite (what serving would send) competes too: the ranking then moves the model off its
+            # own best guess only where CLAP prefers a sample to it
+            greedy = rewriter.rewrite(user)
+            cands = [list(dict.fromkeys(c for c in [g, *s] if c.strip())) for g, s in zip(greedy, sampled)]
             noise = {i: [(seed * 1000 + i) * 8 + c for c in range(clips_per_rewrite)] for i in idx}
             texts = [c for cs in cands for c in cs for _ in range(clips_per_rewrite)]
             seeds = [s for i, cs in zip(idx, cands) for _ in cs for s in noise[i]]
@@ -403,10 +425,10 @@ def collect_feedback(rewriter: PromptRewriter, prompts: list[tuple[str, str]], g
             scores = clap.score(judged, audio, pipe.sample_rate).reshape(-1, clips_per_rewrite)
             detected = [sorted(d.present()) for d in oracle.detect(audio)]
             pos = 0
-            for i, u, cs in zip(idx, user, cands):
+            for i, u, g, cs in zip(idx, user, greedy, cands):
                 n = len(cs)
                 events = [detected[(pos + c) * clips_per_rewrite : (pos + c + 1) * clips_per_rewrite] for c in range(n)]
-                row = {"i": i, "prompt": u, "scene": prompts[i][1], "seeds": noise[i], "candidates": cs, "clap": [float(x) for x in scores[pos : pos + n].mean(1)], "events": events}
+                row = {"i": i, "prompt": u, "scene": prompts[i][1], "seeds": noise[i], "greedy": g, "candidates": cs, "clap": [float(x) for x in scores[pos : pos + n].mean(1)], "events": events}
                 f.write(json.dumps(row) + "\n")
                 rows.append(row)
                 pos += n
@@ -418,12 +440,14 @@ def collect_feedback(rewriter: PromptRewriter, prompts: list[tuple[str, str]], g
 def feedback_diagnostics(rows: list[dict]) -> dict[str, float]:
     """How far the CLAP ranking agrees with the oracle's scene consistency among one prompt's
     candidates (the paper assumes CLAP is a good judge; this measures it), and the spread it ranks."""
-    agree, pairs, best_cons, mean_cons = 0, 0, [], []
+    agree, pairs, best_cons, mean_cons, greedy_cons = 0, 0, [], [], []
     for row in rows:
         scene = SCENE_BY_ID[row["scene"]]
         cons = [float(np.mean([sum(e in scene.events for e in ev) / len(ev) if ev else 0.0 for ev in clips])) for clips in row["events"]]
         mean_cons.append(np.mean(cons))
         best_cons.append(cons[int(np.argmax(row["clap"]))])
+        if "greedy" in row:  # rows collected since the greedy rewrite became candidate 0
+            greedy_cons.append(cons[0])
         for a in range(len(cons)):
             for b in range(a + 1, len(cons)):
                 if cons[a] != cons[b] and row["clap"][a] != row["clap"][b]:
@@ -435,6 +459,7 @@ def feedback_diagnostics(rows: list[dict]) -> dict[str, float]:
         "clap_oracle_pair_agreement": agree / pairs if pairs else float("nan"),
         "scene_consistency_mean_candidate": float(np.mean(mean_cons)),
         "scene_consistency_clap_best": float(np.mean(best_cons)),
+        **({"scene_consistency_greedy": float(np.mean(greedy_cons))} if greedy_cons else {}),
     }
 
 
@@ -481,7 +506,7 @@ def train_feedback(
     extra = {
         "stage": "feedback",
         "init": checkpoint_version(init),
-        "ranking": {"judge": f"CLAP(user prompt, clip) with {checkpoint_version(clap_dir)}", "generator": checkpoint_version(generator_dir), "prompts": n_prompts, "teacher_prompts": sum(p not in open_prompts(heldout=False) for p, _ in prompts), "k": k, "clips_per_rewrite": clips_per_rewrite, "temperature": temperature, "generation_steps": generation_steps or "generator default", "margin": margin, "min_judge_gap": min_judge_gap, "prompts_ranked": len(usable), "mle_weight": mle_weight, "passthrough_weight": passthrough_weight},
+        "ranking": {"judge": f"CLAP(user prompt, clip) with {checkpoint_version(clap_dir)}", "generator": checkpoint_version(generator_dir), "prompts": n_prompts, "teacher_prompts": sum(p not in open_prompts(heldout=False) for p, _ in prompts), "k": k, "candidates": "greedy rewrite + k samples, unique", "clips_per_rewrite": clips_per_rewrite, "temperature": temperature, "generation_steps": generation_steps or "generator default", "margin": margin, "min_judge_gap": min_judge_gap, "prompts_ranked": len(usable), "mle_weight": mle_weight, "passthrough_weight": passthrough_weight},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback_log.jsonl").write_text((stage.dir / "log.jsonl").read_text())  # the curves travel with the weights
