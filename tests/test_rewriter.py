@@ -354,13 +354,21 @@ def test_scene_consistency_counts_detected_events_in_the_scene():
     assert values.tolist() == [1.0, 0.5, 0.0, 0.0]  # silence is not a farmyard
 
 
+def test_standard_error_treats_the_prompt_as_the_unit():
+    from training.eval_rewriter import prompt_standard_error
+
+    # two prompts x 2 clips: prompt means 0.5 and 1.0 -> std 0.354, s.e. 0.25; clip spread within a prompt does not count
+    assert prompt_standard_error(np.array([0.0, 1.0, 1.0, 1.0]), seeds=2) == pytest.approx(0.25)
+    assert prompt_standard_error(np.array([0.2, 0.2, 0.2, 0.2]), seeds=2) == 0.0
+
+
 def test_rewriter_table_and_markdown_name_every_row_and_column():
     from training.eval_rewriter import COLUMNS, RowResult, rewriter_markdown, rewriter_table
 
-    metrics = {"clap": 0.1, "scene_consistency": 0.5, "bleu": 3.0, "passthrough_bleu_train": 99.0, "passthrough_bleu_heldout": 20.0, "rewrite_ms": 12.0}
+    metrics = {"clap": 0.1, "clap_se": 0.01, "scene_consistency": 0.5, "scene_consistency_se": 0.04, "bleu": 3.0, "passthrough_bleu_train": 99.0, "passthrough_bleu_heldout": 20.0, "rewrite_ms": 12.0}
     results = {row: RowResult(dict(metrics), [("a farmyard", "a cow moos")]) for row in ("raw", "sft", "feedback")}
     table = rewriter_table(results)
     assert {f"{row}.{col}" for row in results for col in COLUMNS} <= set(table)
     text = rewriter_markdown(results, "clap@x")
-    assert "| feedback | 0.1000 | 0.500 | 3.0 | 99.0 / 20.0 | 12.0 |" in text
+    assert "| feedback | 0.1000 ± 0.0100 | 0.500 ± 0.040 | 3.0 | 99.0 / 20.0 | 12.0 |" in text
     assert "'a farmyard' -> 'a cow moos'" in text

@@ -31,7 +31,7 @@ from training.world.clips import clip_rng, sample_spec
 from training.world.oracle import SoundEventDetector
 
 ROWS = ("raw", "sft", "feedback")
-COLUMNS = ("clap", "scene_consistency", "bleu", "passthrough_bleu_train", "passthrough_bleu_heldout", "rewrite_ms")
+COLUMNS = ("clap", "clap_se", "scene_consistency", "scene_consistency_se", "bleu", "passthrough_bleu_train", "passthrough_bleu_heldout", "rewrite_ms")
 EVAL_SEED = 4242
 N_EXAMPLES = 5
 
@@ -45,6 +45,13 @@ class RowResult:
 def scene_consistency(detected: list[set[str]], scene_events: list[set[str]]) -> np.ndarray:
     """Per clip: |detected & scene| / |detected|, 0 when nothing is detected."""
     return np.array([len(d & s) / len(d) if d else 0.0 for d, s in zip(detected, scene_events)])
+
+
+def prompt_standard_error(per_clip: np.ndarray, seeds: int) -> float:
+    """Standard error of a row's mean over prompts: clips come `seeds` per prompt, and a prompt's clips share its
+    text, so the prompt (not the clip) is the independent unit."""
+    per_prompt = np.asarray(per_clip, dtype=float).reshape(-1, seeds).mean(1)
+    return float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else float("nan")
 
 
 def timed_rewrites(rewriter: PromptRewriter, prompts: list[str]) -> tuple[list[str], float]:
@@ -74,9 +81,12 @@ def evaluate_row(rewriter: PromptRewriter | None, pipe: TangoPipeline, clap: Cla
     for split in ("train", "heldout"):
         captions = [sample_spec(clip_rng(EVAL_SEED, split, i), split).caption for i in range(n_passthrough)]  # type: ignore[arg-type]
         passthrough[f"passthrough_bleu_{split}"] = sacrebleu_score(captions if rewriter is None else rewriter.rewrite(captions), captions)
+    clap_all, consistency_all = np.concatenate(clap_scores), np.concatenate(consistency)
     metrics = {
-        "clap": float(np.concatenate(clap_scores).mean()),
-        "scene_consistency": float(np.concatenate(consistency).mean()),
+        "clap": float(clap_all.mean()),
+        "clap_se": prompt_standard_error(clap_all, seeds),
+        "scene_consistency": float(consistency_all.mean()),
+        "scene_consistency_se": prompt_standard_error(consistency_all, seeds),
         "bleu": sacrebleu_score(texts, prompts),
         **passthrough,
         "rewrite_ms": seconds * 1000,
@@ -101,12 +111,12 @@ def rewriter_table(results: dict[str, RowResult]) -> dict[str, float]:
 
 def rewriter_markdown(results: dict[str, RowResult], clap_name: str) -> str:
     lines = [
-        f"| row | CLAP(user prompt, clip) [{clap_name}] | oracle scene consistency | SacreBLEU(prompt, rewrite) | pass-through SacreBLEU, training / held-out phrasings | ms per rewrite |",
+        f"| row | CLAP(user prompt, clip) [{clap_name}] ± s.e. over prompts | oracle scene consistency ± s.e. | SacreBLEU(prompt, rewrite) | pass-through SacreBLEU, training / held-out phrasings | ms per rewrite |",
         "|---|---|---|---|---|---|",
     ]
     for row, r in results.items():
         m = r.metrics
-        lines.append(f"| {row} | {m['clap']:.4f} | {m['scene_consistency']:.3f} | {m['bleu']:.1f} | {m['passthrough_bleu_train']:.1f} / {m['passthrough_bleu_heldout']:.1f} | {m['rewrite_ms']:.1f} |")
+        lines.append(f"| {row} | {m['clap']:.4f} ± {m['clap_se']:.4f} | {m['scene_consistency']:.3f} ± {m['scene_consistency_se']:.3f} | {m['bleu']:.1f} | {m['passthrough_bleu_train']:.1f} / {m['passthrough_bleu_heldout']:.1f} | {m['rewrite_ms']:.1f} |")
     lines += ["", "Examples (user prompt -> what the generator received):", ""]
     for row, r in results.items():
         lines.append(f"**{row}**")
