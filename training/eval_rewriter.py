@@ -136,7 +136,8 @@ def rewriter_plot(results: dict[str, RowResult], path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     for ax, (key, title) in zip(axes, (("clap", "CLAP(user prompt, clip)"), ("scene_consistency", "oracle scene consistency"), ("bleu", "SacreBLEU(prompt, rewrite)"))):
         values = [results[r].metrics[key] for r in rows]
-        ax.bar(rows, values, color=["#999999", "#4C72B0", "#DD8452", "#55A868", "#8172B2"])  # bar() cycles the colours
+        errors = [results[r].metrics.get(f"{key}_se", 0.0) for r in rows]
+        ax.bar(rows, values, yerr=errors, capsize=3, color=["#999999", "#4C72B0", "#DD8452", "#55A868", "#8172B2"])  # bar() cycles the colours
         ax.set_title(title, fontsize=10)
         for x, v in enumerate(values):
             ax.text(x, v, f"{v:.3f}" if key != "bleu" else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
