@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -135,7 +136,7 @@ class Stage:
     Losses are logged one line per step, but read back from the device in blocks of `flush_every`
     steps: a `.item()` per step would make the CPU wait for the GPU on every step."""
 
-    def __init__(self, name: str, model: torch.nn.Module, work_dir: Path, steps: int, lr: float, warmup: int = 100, ema_decay: float | None = None, flush_every: int = 50, no_decay: list[torch.nn.Parameter] = ()) -> None:
+    def __init__(self, name: str, model: torch.nn.Module, work_dir: Path, steps: int, lr: float, warmup: int = 100, ema_decay: float | None = None, flush_every: int = 50, no_decay: Sequence[torch.nn.Parameter] = ()) -> None:
         self.name, self.model, self.steps = name, model, steps
         self.device = next(model.parameters()).device
         self.flush_every = flush_every
@@ -143,10 +144,9 @@ class Stage:
         self.started = time.time()
         self.dir = work_dir / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        trained = [p for p in model.parameters() if p.requires_grad]
-        exempt = [p for p in trained if any(p is q for q in no_decay)]
-        groups = [{"params": [p for p in trained if not any(p is q for q in exempt)]}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
-        self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2)
+        trained, exempt = [p for p in model.parameters() if p.requires_grad], {id(p) for p in no_decay}
+        groups = [{"params": [p for p in trained if id(p) not in exempt]}, {"params": [p for p in trained if id(p) in exempt], "weight_decay": 0.0}]
+        self.opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=1e-2)  # one group when nothing is exempt: older states resume
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
         self.ema_decay = ema_decay

@@ -5,8 +5,8 @@ Conditional Audio Generation" (arXiv 2311.00897).
     Data: pairs drawn from the world. Most map an open prompt (a scene description, "a farmyard") to
     an audionese caption of an event set that scene produces ("a cow moos, then a dog barks"); the
     rest map a caption to itself, so passing a descriptive prompt through is learnt, not hard-coded.
-    Model: a small T5ForConditionalGeneration trained from scratch over MiniLM's WordPiece vocabulary, with
-    MiniLM's word embeddings (frozen). Loop: teacher-forced cross-entropy.
+    Model: a small T5ForConditionalGeneration trained from scratch over MiniLM's WordPiece vocabulary, its word
+    embeddings MiniLM's on frozen columns plus a few trained ones. Loop: teacher-forced cross-entropy.
 
 --stage feedback
     Data: for each training open prompt, take the SFT model's greedy rewrite and K sampled ones, generate
