@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.audio import MelConfig
+from services.audio import MelConfig, MelSpectrogram
 from services.manifest import MANIFEST, verify_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import PACKAGE_PREFIX, TextEncoder
@@ -200,6 +200,24 @@ class TangoPipeline:
         """Latents [B, C, T/s, F/s] -> waveforms [B, T * hop] (float32)."""
         mel = self.vae.decode(latents / self.vae.config.scaling_factor).sample  # [B, 1, T, F]
         return self.vocoder(mel[:, 0].float())
+
+    @torch.no_grad()
+    def reconstruct(self, waveforms: np.ndarray, through_vae: bool = True) -> np.ndarray:
+        """Waveforms [B, samples] through this pipeline's own audio path: log-mel -> (VAE encode (mode),
+        decode) -> vocoder, back at the input length. Audio whose content is known, with this codec's sound."""
+        waveforms = np.asarray(waveforms, dtype=np.float32)
+        n = waveforms.shape[-1]
+        frames = self.num_frames(n / self.sample_rate)
+        mel = MelSpectrogram(self.mel).log_magnitude(torch.from_numpy(waveforms)).transpose(1, 2)  # [B, frames, mels]
+        mel = torch.nn.functional.pad(mel[:, :frames], (0, 0, 0, max(0, frames - mel.shape[1])), value=float(np.log(self.mel.log_floor)))
+        mel = mel.to(self.device)
+        if through_vae:
+            latents = self.vae.encode(mel[:, None].to(self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
+            wav = self.decode(latents)
+        else:
+            wav = self.vocoder(mel)
+        wav = wav.float().cpu().numpy()[:, :n]
+        return np.pad(wav, ((0, 0), (0, n - wav.shape[1])))
 
     @torch.no_grad()
     def generate(

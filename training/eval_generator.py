@@ -82,21 +82,12 @@ class GeneratorReport:
 @torch.no_grad()
 def roundtrip(pipe: TangoPipeline, oracle: SoundEventDetector, n: int, seed: int = EVAL_SEED, batch: int = 32) -> dict[str, float]:
     """Oracle on held-out ground truth, on its vocoder resynthesis, and on the VAE + vocoder round trip."""
-    from services.audio import MelSpectrogram
-    from training.train_generator import log_mel
-
-    mel = MelSpectrogram(pipe.mel)
     clips = [make_clip(seed, "heldout", i) for i in range(n)]
     truths = [[e.event for e in c.truth.events] for c in clips]
     ordered = [c.truth.relation == "sequence" for c in clips]
     audio = np.stack([c.audio for c in clips])
-    frames = pipe.num_frames(len(audio[0]) / pipe.sample_rate)
-    vocoded, round_trip = [], []
-    for i in range(0, n, batch):
-        x = log_mel(torch.from_numpy(audio[i : i + batch]), mel, frames).to(pipe.device)
-        vocoded.append(pipe.vocoder(x.float()).float().cpu().numpy())
-        latents = pipe.vae.encode(x[:, None].to(pipe.dtype)).latent_dist.mode() * pipe.vae.config.scaling_factor
-        round_trip.append(pipe.decode(latents).float().cpu().numpy())
+    vocoded = [pipe.reconstruct(audio[i : i + batch], through_vae=False) for i in range(0, n, batch)]
+    round_trip = [pipe.reconstruct(audio[i : i + batch]) for i in range(0, n, batch)]
     class_ids = list(oracle.config.class_ids)
     out = {}
     for name, wav in (("ground_truth", audio), ("vocoder", np.concatenate(vocoded)), ("roundtrip", np.concatenate(round_trip))):

@@ -22,11 +22,12 @@ from tqdm import tqdm
 
 from services.audio import MelConfig, MelSpectrogram
 from services.clap import MiniClap, MiniClapConfig, MiniClapModel
-from services.manifest import write_manifest
+from services.generator import TangoPipeline
+from services.manifest import checkpoint_version, write_manifest
 from services.text_encoder import TextEncoder
 from training.train_generator import Stage, pick_device, show
 from training.world import captions as cap
-from training.world.clips import ClipSpec, make_clip, make_scene_clip
+from training.world.clips import Clip, ClipSpec, make_clip, make_scene_clip
 
 SCENE_FRACTION = 0.2  # share of training clips that realise an open prompt (scene description)
 
@@ -41,13 +42,18 @@ def reordered_caption(spec: ClipSpec, rng: np.random.Generator) -> str | None:
     return cap.render_caption(spec.template, [spec.clauses[i] for i in p], [spec.nouns[i] for i in p])
 
 
+def render_clip(seed: int, split: str, i: int) -> Clip:
+    """Clip i of a CLAP training set: a scene realisation (SCENE_FRACTION of them) or a captioned clip."""
+    scene = np.random.default_rng([seed, 53, i]).random() < SCENE_FRACTION
+    return make_scene_clip(seed, split, i) if scene else make_clip(seed, split, i)  # type: ignore[arg-type]
+
+
 def _render_chunk(args: tuple[int, int, int, str]) -> tuple[np.ndarray, list[str], list[str | None], list[str | None]]:
     seed, start, n, split = args
     mel = MelSpectrogram(MelConfig.from_dict(MiniClapConfig().mel))
     audio, captions, swapped, open_prompts = [], [], [], []
     for i in range(start, start + n):
-        scene = np.random.default_rng([seed, 53, i]).random() < SCENE_FRACTION
-        clip = make_scene_clip(seed, split, i) if scene else make_clip(seed, split, i)  # type: ignore[arg-type]
+        clip = render_clip(seed, split, i)
         audio.append(clip.audio)
         captions.append(clip.truth.caption)
         swapped.append(reordered_caption(clip.spec, np.random.default_rng([seed, 59, i])))
@@ -79,6 +85,39 @@ def build_dataset(seed: int, n_clips: int, split: str, cache_dir: Path, workers:
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **data)
     tmp.replace(path)
+    return data
+
+
+@torch.no_grad()
+def build_codec_logmel(seed: int, n: int, split: str, generator_dir: Path, cache_dir: Path, chunk: int = 256) -> np.ndarray:
+    """log-mel [n, mels, frames] (fp16) of the first n clips of `build_dataset(seed, ..., split)` after the
+    generator's VAE + vocoder round trip (`TangoPipeline.reconstruct`): clips whose captions are known but
+    which sound the way generated audio does. The judge scores generated clips, and on clean clips alone it
+    learns cues the codec smears. Cached per generator version, chunk by chunk, so a stopped build resumes."""
+    path = cache_dir / f"clap-codec-{split}-{seed}-{n}-{checkpoint_version(generator_dir)}.npy"
+    if path.is_file():
+        return np.load(path)
+    pipe = TangoPipeline.from_pretrained(generator_dir)
+    if pipe.sample_rate != MiniClapConfig().mel["sample_rate"]:
+        raise ValueError(f"generator at {generator_dir} makes {pipe.sample_rate} Hz audio; the CLAP data is {MiniClapConfig().mel['sample_rate']} Hz")
+    mel = MelSpectrogram(MelConfig.from_dict(MiniClapConfig().mel))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for start in tqdm(range(0, n, chunk), desc=f"codec round trip of {split} clips", unit="chunk"):
+        part = cache_dir / f"{path.stem}.part{start}.npy"
+        if not part.is_file():
+            audio = np.stack([render_clip(seed, split, i).audio for i in range(start, min(n, start + chunk))])
+            wav = np.concatenate([pipe.reconstruct(audio[j : j + 32]) for j in range(0, len(audio), 32)])
+            tmp = part.with_suffix(".tmp.npy")
+            np.save(tmp, mel(torch.from_numpy(wav)).half().numpy())
+            tmp.replace(part)
+        parts.append(np.load(part))
+    data = np.concatenate(parts)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, data)
+    tmp.replace(path)
+    for start in range(0, n, chunk):
+        (cache_dir / f"{path.stem}.part{start}.npy").unlink()
     return data
 
 
@@ -152,6 +191,9 @@ def train_clap(
     workers: int = 1,
     config: MiniClapConfig | None = None,
     command: str | None = None,
+    codec_clips: int = 0,
+    codec_share: float = 0.25,
+    generator_dir: Path | None = None,
 ) -> dict:
     dev = pick_device(device)
     torch.manual_seed(seed)
@@ -162,6 +204,13 @@ def train_clap(
     train = build_dataset(seed, n_clips, "train", work_dir / "cache", workers)
     heldout = build_dataset(seed, eval_n, "heldout", work_dir / "cache", workers)
     logmel = torch.from_numpy(train["logmel"])
+    if codec_clips:
+        if generator_dir is None:
+            raise ValueError("codec_clips needs the generator whose codec the clips go through (generator_dir)")
+        codec_clips = min(codec_clips, n_clips)
+        codec = torch.from_numpy(build_codec_logmel(seed, codec_clips, "train", generator_dir, work_dir / "cache"))
+        codec_heldout = build_codec_logmel(seed, eval_n, "heldout", generator_dir, work_dir / "cache")
+    codec_rows = round(codec_share * batch_size) if codec_clips else 0
     captions, swapped, open_prompts = train["caption"], train["swapped"], train["open_prompt"]
 
     # model
@@ -183,12 +232,15 @@ def train_clap(
     bar = tqdm(total=steps, initial=stage.step, desc="clap")
     while not stage.done:
         idx = torch.randint(len(logmel), (batch_size,), generator=g)
+        # the first codec_rows clips of each batch are heard through the generator's codec
+        idx[:codec_rows] = torch.randint(codec_clips or 1, (codec_rows,), generator=g)
+        audio = torch.cat([codec[idx[:codec_rows]], logmel[idx[codec_rows:]]]) if codec_rows else logmel[idx]
         use_open = (open_id[idx] >= 0) & (torch.rand(batch_size, generator=g) < 0.5)
         ids = torch.where(use_open, open_id[idx], caption_id[idx])
         negatives = swapped_id[idx][(swapped_id[idx] >= 0) & ~use_open]
         rows = torch.cat([ids, negatives])
         t = F.normalize(model.text_forward(states[rows].float().to(dev), mask[rows].to(dev)), dim=-1)
-        a = F.normalize(model.audio_forward(logmel[idx].float().to(dev)), dim=-1)
+        a = F.normalize(model.audio_forward(audio.float().to(dev)), dim=-1)
         scale = model.logit_scale.clamp(max=math.log(100)).exp()
         logits = scale * a @ t.T  # [B, B + negatives]: each clip against every caption and every reordered one
         # the same text may describe several clips in a batch (e.g. a scene prompt): all count as matches
@@ -209,7 +261,13 @@ def train_clap(
     metrics = retrieval(clap, heldout["logmel"], [str(c) for c in heldout["caption"]])
     metrics["heldout.order_accuracy"] = order_accuracy(clap, heldout["logmel"], heldout["caption"], heldout["swapped"])
     metrics["heldout.clips"] = float(len(heldout["caption"]))
+    training = {"steps": stage.step, "batch_size": batch_size, "n_clips": n_clips, "lr": lr, "device": str(dev), "text_encoder": config.text_encoder}
+    if codec_clips:
+        codec_metrics = retrieval(clap, codec_heldout, [str(c) for c in heldout["caption"]])
+        codec_metrics["order_accuracy"] = order_accuracy(clap, codec_heldout, heldout["caption"], heldout["swapped"])
+        metrics.update({f"codec_heldout.{k}": v for k, v in codec_metrics.items()})
+        training.update(codec_clips=codec_clips, codec_share=codec_share, generator=checkpoint_version(generator_dir))
     model.cpu().save_pretrained(out)
-    write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": {"steps": stage.step, "batch_size": batch_size, "n_clips": n_clips, "lr": lr, "device": str(dev), "text_encoder": config.text_encoder}})
+    write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": training})
     return metrics
 

@@ -129,11 +129,18 @@ def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_neg
 @click.option("--checkpoint-every", type=click.IntRange(1), default=250, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="processes rendering the world")
-def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: int, eval_n: int, lr: float, seed: int, work_dir: Path, checkpoint_every: int, device: str | None, workers: int) -> None:
+@click.option("--codec-clips", type=click.IntRange(0), default=0, show_default=True, help="this many training clips (and every held-out one) also go through the generator's VAE + vocoder round trip, so the judge learns how generated audio sounds (~0.2 s a clip on 2 CPU cores, cached)")
+@click.option("--codec-share", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="share of each batch drawn from the round-trip clips")
+@click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator whose codec --codec-clips use (default: the shipped mini generator)")
+def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: int, eval_n: int, lr: float, seed: int, work_dir: Path, checkpoint_every: int, device: str | None, workers: int, codec_clips: int, codec_share: float, generator_dir: Path | None) -> None:
     """Train the mini CLAP contrastively on the world; writes it with MANIFEST.json (retrieval metrics) to --out."""
+    from services.checkpoints import shipped
     from training.train_clap import train_clap
 
-    metrics = train_clap(out, steps=steps, batch_size=batch_size, n_clips=n_clips, eval_n=eval_n, lr=lr, seed=seed, work_dir=work_dir, checkpoint_every=checkpoint_every, device=device, workers=workers, command=_command_line())
+    metrics = train_clap(
+        out, steps=steps, batch_size=batch_size, n_clips=n_clips, eval_n=eval_n, lr=lr, seed=seed, work_dir=work_dir, checkpoint_every=checkpoint_every, device=device, workers=workers,
+        command=_command_line(), codec_clips=codec_clips, codec_share=codec_share, generator_dir=generator_dir or shipped("generator"),
+    )
     click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
 
