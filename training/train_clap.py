@@ -176,6 +176,20 @@ def order_accuracy(clap: MiniClap, logmel: np.ndarray, captions: np.ndarray, swa
     return float(np.mean(true > wrong))
 
 
+def heldout_metrics(clap: MiniClap, heldout: dict, codec_logmel: np.ndarray | None = None) -> dict[str, float]:
+    """Retrieval and order accuracy on held-out clips (`build_dataset`), and on the same clips through a
+    generator's codec (`build_codec_logmel`, keys prefixed `codec_heldout.`) when given."""
+    captions = [str(c) for c in heldout["caption"]]
+    metrics = retrieval(clap, heldout["logmel"], captions)
+    metrics["heldout.order_accuracy"] = order_accuracy(clap, heldout["logmel"], heldout["caption"], heldout["swapped"])
+    metrics["heldout.clips"] = float(len(captions))
+    if codec_logmel is not None:
+        codec = retrieval(clap, codec_logmel, captions)
+        codec["order_accuracy"] = order_accuracy(clap, codec_logmel, heldout["caption"], heldout["swapped"])
+        metrics.update({f"codec_heldout.{k}": v for k, v in codec.items()})
+    return metrics
+
+
 # ----------------------------------------------------------------------------- training
 def train_clap(
     out: Path,
@@ -258,14 +272,9 @@ def train_clap(
 
     # checkpoint + evaluation
     model.eval()
-    metrics = retrieval(clap, heldout["logmel"], [str(c) for c in heldout["caption"]])
-    metrics["heldout.order_accuracy"] = order_accuracy(clap, heldout["logmel"], heldout["caption"], heldout["swapped"])
-    metrics["heldout.clips"] = float(len(heldout["caption"]))
+    metrics = heldout_metrics(clap, heldout, codec_heldout if codec_clips else None)
     training = {"steps": stage.step, "batch_size": batch_size, "n_clips": n_clips, "lr": lr, "device": str(dev), "text_encoder": config.text_encoder}
     if codec_clips:
-        codec_metrics = retrieval(clap, codec_heldout, [str(c) for c in heldout["caption"]])
-        codec_metrics["order_accuracy"] = order_accuracy(clap, codec_heldout, heldout["caption"], heldout["swapped"])
-        metrics.update({f"codec_heldout.{k}": v for k, v in codec_metrics.items()})
         training.update(codec_clips=codec_clips, codec_share=codec_share, generator=checkpoint_version(generator_dir))
     model.cpu().save_pretrained(out)
     write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": training})

@@ -614,6 +614,39 @@ def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: str | None, extra_rows
     _report(rewriter_markdown(results, checkpoint_version(clap_dir)), rewriter_table(results), out, as_json, lambda d: rewriter_plot(results, d / "rewriter.png"))
 
 
+@eval_.command("clap")
+@click.option("--clap", "clap_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="mini CLAP directory, repeatable for a side-by-side table (default: the shipped one)")
+@click.option("--n", "n", type=click.IntRange(10), default=1000, show_default=True, help="held-out clips")
+@click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="also score the clips through this generator's VAE + vocoder (default: the shipped one)")
+@click.option("--no-codec", is_flag=True, help="clean clips only")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/clap/cache"), show_default=True, help="rendered clips are cached here")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md and report.json here")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like clap@abc.text_to_audio.r10) on the last line")
+def eval_clap_cmd(clap_dirs: tuple[Path, ...], n: int, generator_dir: Path | None, no_codec: bool, work_dir: Path, out: Path | None, as_json: bool) -> None:
+    """Mini CLAP on held-out clips: text<->audio retrieval R@1/R@10 and order accuracy (true caption above
+    the same events in another order), on clean clips and on the same clips through the generator's codec."""
+    from services.checkpoints import shipped
+    from services.clap import MiniClap, load_clap
+    from services.manifest import checkpoint_version
+    from training.train_clap import build_codec_logmel, build_dataset, heldout_metrics
+
+    heldout = build_dataset(0, n, "heldout", work_dir)
+    codec = None if no_codec else build_codec_logmel(0, n, "heldout", generator_dir or shipped("generator"), work_dir)
+    table: dict[str, float] = {}
+    lines = ["| CLAP | text->audio R@1 | R@10 | audio->text R@1 | R@10 | order acc. | codec: text->audio R@1 | R@10 | order acc. |", "|---" * 10 + "|"]
+    for directory in clap_dirs or (shipped("clap"),):
+        clap = load_clap(directory)
+        if not isinstance(clap, MiniClap):
+            raise click.UsageError(f"{directory}: only a mini CLAP reads the cached log-mel clips")
+        name = checkpoint_version(directory)
+        metrics = heldout_metrics(clap, heldout, codec)
+        table.update({f"{name}.{k}": v for k, v in metrics.items()})
+        cells = [metrics.get(k, float("nan")) for k in ("text_to_audio.r1", "text_to_audio.r10", "audio_to_text.r1", "audio_to_text.r10", "heldout.order_accuracy", "codec_heldout.text_to_audio.r1", "codec_heldout.text_to_audio.r10", "codec_heldout.order_accuracy")]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    text = "\n".join([f"held-out clips: {n}; codec: {'none' if no_codec else checkpoint_version(generator_dir or shipped('generator'))}", "", *lines])
+    _report(text, table, out, as_json)
+
+
 @eval_.command("rerank")
 @click.option("--n", "n", type=click.IntRange(1), default=30, show_default=True, help="held-out prompts per task (integrity, temporal)")
 @click.option("--k", "k", type=click.IntRange(1, 16), default=8, show_default=True, help="candidates generated per prompt (the largest N)")
