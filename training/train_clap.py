@@ -71,10 +71,12 @@ def build_dataset(seed: int, n_clips: int, split: str, cache_dir: Path, workers:
         return {k: data[k] for k in data.files}
     chunk = 500
     jobs = [(seed, s, min(chunk, n_clips - s), split) for s in range(0, n_clips, chunk)]
-    parts = []
-    with Pool(workers) as pool:
-        for part in tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc=f"render {split} clips"):
-            parts.append(part)
+    # one worker renders in this process: forking a process that already runs torch threads can deadlock
+    if workers == 1:
+        parts = [_render_chunk(job) for job in tqdm(jobs, desc=f"render {split} clips")]
+    else:
+        with Pool(workers) as pool:
+            parts = list(tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc=f"render {split} clips"))
     data = {
         "logmel": np.concatenate([p[0] for p in parts]),
         "caption": np.array([c for p in parts for c in p[1]]),
