@@ -372,3 +372,17 @@ def test_rewriter_table_and_markdown_name_every_row_and_column():
     text = rewriter_markdown(results, "clap@x")
     assert "| feedback | 0.1000 ± 0.0100 | 0.500 ± 0.040 | 3.0 | 99.0 / 20.0 | 12.0 |" in text
     assert "'a farmyard' -> 'a cow moos'" in text
+
+
+def test_paired_differences_remove_the_spread_the_rows_share():
+    """Two rows that differ by +0.1 on every prompt: the paired s.e. is 0 though each row's own spread is large."""
+    from training.eval_rewriter import RowResult, paired_differences, rewriter_table
+
+    base = np.array([0.1, 0.9, 0.4, 0.7])
+    rows = {name: RowResult({}, [], {"clap": base + shift, "scene_consistency": base + 2 * shift}) for name, shift in (("raw", 0.0), ("sft", 0.1), ("feedback", 0.1))}
+    paired = paired_differences(rows)
+    assert paired["sft-raw.clap"] == pytest.approx(0.1) and paired["sft-raw.clap_se"] == pytest.approx(0.0, abs=1e-12)
+    assert paired["sft-raw.scene_consistency"] == pytest.approx(0.2) and paired["feedback-sft.clap"] == pytest.approx(0.0)
+    assert rewriter_table(rows)["feedback-sft.scene_consistency_se"] == pytest.approx(0.0, abs=1e-12)
+    del rows["raw"]
+    assert set(paired_differences(rows)) == {"feedback-sft.clap", "feedback-sft.clap_se", "feedback-sft.scene_consistency", "feedback-sft.scene_consistency_se"}

@@ -40,6 +40,24 @@ N_EXAMPLES = 5
 class RowResult:
     metrics: dict[str, float]
     examples: list[tuple[str, str]] = field(default_factory=list)  # (user prompt, what the generator got)
+    per_prompt: dict[str, np.ndarray] = field(default_factory=dict)  # column -> per-prompt mean, prompts in eval order
+
+
+PAIRED = (("feedback", "sft"), ("sft", "raw"))  # row differences the paper's claim rests on
+
+
+def paired_differences(results: dict[str, RowResult]) -> dict[str, float]:
+    """`{a}-{b}.{column}` and `..._se`: mean and standard error of the per-prompt difference between two rows.
+    Rows share prompts and noise seeds, so the pairing removes the prompt-to-prompt spread both rows share."""
+    out = {}
+    for a, b in PAIRED:
+        if not (a in results and b in results and results[a].per_prompt and results[b].per_prompt):
+            continue
+        for column in ("clap", "scene_consistency"):
+            diff = results[a].per_prompt[column] - results[b].per_prompt[column]
+            out[f"{a}-{b}.{column}"] = float(diff.mean())
+            out[f"{a}-{b}.{column}_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return out
 
 
 def scene_consistency(detected: list[set[str]], scene_events: list[set[str]]) -> np.ndarray:
@@ -96,7 +114,8 @@ def evaluate_row(rewriter: PromptRewriter | None, pipe: TangoPipeline, clap: Cla
     # one example per scene, the first N_EXAMPLES scenes
     picks = list(dict.fromkeys(scene_of(p, heldout).id for p in prompts))[:N_EXAMPLES]
     examples = [next((p, t) for p, t in zip(prompts, texts) if scene_of(p, heldout).id == sid) for sid in picks]
-    return RowResult(metrics, examples)
+    per_prompt = {"clap": clap_all.reshape(-1, seeds).mean(1), "scene_consistency": consistency_all.reshape(-1, seeds).mean(1)}
+    return RowResult(metrics, examples, per_prompt)
 
 
 def evaluate_rewriters(rewriters: dict[str, PromptRewriter | None], pipe: TangoPipeline, clap: ClapEmbedder, oracle: SoundEventDetector, heldout: bool = True, seeds: int = 4, progress: bool = True) -> dict[str, RowResult]:
@@ -105,8 +124,8 @@ def evaluate_rewriters(rewriters: dict[str, PromptRewriter | None], pipe: TangoP
 
 
 def rewriter_table(results: dict[str, RowResult]) -> dict[str, float]:
-    """{row}.{column} -> value."""
-    return {f"{row}.{key}": value for row, r in results.items() for key, value in r.metrics.items()}
+    """{row}.{column} -> value, and {a}-{b}.{column}[_se] for the paired row differences."""
+    return {**{f"{row}.{key}": value for row, r in results.items() for key, value in r.metrics.items()}, **paired_differences(results)}
 
 
 def rewriter_markdown(results: dict[str, RowResult], clap_name: str) -> str:
@@ -117,6 +136,12 @@ def rewriter_markdown(results: dict[str, RowResult], clap_name: str) -> str:
     for row, r in results.items():
         m = r.metrics
         lines.append(f"| {row} | {m['clap']:.4f} ± {m['clap_se']:.4f} | {m['scene_consistency']:.3f} ± {m['scene_consistency_se']:.3f} | {m['bleu']:.1f} | {m['passthrough_bleu_train']:.1f} / {m['passthrough_bleu_heldout']:.1f} | {m['rewrite_ms']:.1f} |")
+    paired = paired_differences(results)
+    if paired:
+        lines += ["", "Paired differences (same prompts and noise seeds; mean ± s.e. of the per-prompt difference):", "", "| rows | CLAP | scene consistency |", "|---|---|---|"]
+        for a, b in PAIRED:
+            if f"{a}-{b}.clap" in paired:
+                lines.append(f"| {a} - {b} | {paired[f'{a}-{b}.clap']:+.4f} ± {paired[f'{a}-{b}.clap_se']:.4f} | {paired[f'{a}-{b}.scene_consistency']:+.3f} ± {paired[f'{a}-{b}.scene_consistency_se']:.3f} |")
     lines += ["", "Examples (user prompt -> what the generator received):", ""]
     for row, r in results.items():
         lines.append(f"**{row}**")
