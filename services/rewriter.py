@@ -6,7 +6,11 @@ One class serves both scales: any local directory holding a transformers `T5ForC
 and its tokenizer (a real FLAN-T5 at full scale, the mini T5 trained by `tta train rewriter`). Serving
 decodes greedily; training samples K candidates and scores them by length-normalised log-likelihood,
 the quantity the margin ranking loss orders. Whether a prompt is already descriptive enough to pass
-through unchanged is the model's decision, learnt from data, never a keyword rule here.
+through unchanged is the model's decision, learnt from data, never a keyword rule here: a rewriter whose
+vocabulary holds the token KEEP answers it (and nothing else) for a prompt it leaves alone, and `rewrite`
+then returns the prompt itself. Copying a caption token by token was the hard part for a small model (it
+swapped events, which changes the meaning); deciding "this is already a caption" is a classification it
+learns quickly. A FLAN-T5 without the token simply never answers it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,19 @@ from services.validation import check_prompt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+KEEP = "<keep>"  # the whole answer "leave this prompt as it is"; an added (non-special) token, so decoding keeps it
 INSTRUCTION = "Rewrite this sound description into a detailed, literal description of the sounds and their order: {prompt}"
 
 
 def instruction(prompt: str) -> str:
     """The model input for one user prompt (the service's prompt rules apply)."""
     return INSTRUCTION.format(prompt=" ".join(check_prompt(prompt).split()))
+
+
+def resolve(prompt: str, output: str) -> str:
+    """The text the generator gets for one model answer: the prompt itself for KEEP or an empty answer (a
+    degenerate model should not send the generator nothing), else the answer."""
+    return " ".join(prompt.split()) if output in ("", KEEP) else output
 
 
 class PromptRewriter:
@@ -78,17 +89,20 @@ class PromptRewriter:
         return [" ".join(t.split()) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     @torch.no_grad()
-    def rewrite(self, prompts: list[str]) -> list[str]:
-        """Greedy rewrites, one per prompt (what the service uses). An empty decode (a degenerate model)
-        falls back to the user's own prompt rather than sending the generator nothing."""
+    def greedy_outputs(self, prompts: list[str]) -> list[str]:
+        """The model's greedy answers, one per prompt, as it wrote them (KEEP included)."""
         if not prompts:
             return []
-        out = self.model.generate(**self._encode(prompts), do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens)
-        return [r or " ".join(p.split()) for r, p in zip(self._decode(out), prompts)]
+        return self._decode(self.model.generate(**self._encode(prompts), do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens))
+
+    def rewrite(self, prompts: list[str]) -> list[str]:
+        """Greedy rewrites, one per prompt (what the service uses): the prompt itself where the model answers KEEP."""
+        return [resolve(p, o) for p, o in zip(prompts, self.greedy_outputs(prompts))]
 
     @torch.no_grad()
     def sample(self, prompts: list[str], k: int, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> list[list[str]]:
-        """K sampled rewrites per prompt (training candidates); duplicates are kept, in sampling order."""
+        """K sampled answers per prompt (training candidates, as the model wrote them: `resolve` turns one into the
+        generator's text); duplicates are kept, in sampling order."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if seed is not None:

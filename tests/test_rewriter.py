@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from services.modeling import CheckpointError
-from services.rewriter import INSTRUCTION, PromptRewriter, instruction
+from services.rewriter import INSTRUCTION, KEEP, PromptRewriter, instruction, resolve
 from services.validation import MAX_PROMPT_CHARS
 from training.train_rewriter import (
     TEMPLATE_WORDS,
@@ -182,10 +182,10 @@ def test_sft_pairs_never_hold_heldout_descriptions_or_phrasings(tokenizer):
     assert not heldout & {p for p, _ in pairs}
     text = " ".join(t for pair in pairs for t in pair)
     assert not [f for f in heldout_fragments() if f in text]
-    passthrough = [p for p, t in pairs if p == t]
+    passthrough = [p for p, t in pairs if t == KEEP]
     assert 0.25 < len(passthrough) / len(pairs) < 0.35
-    assert all(mentioned_events(t) for p, t in pairs if p != t)  # every rewrite target names its sounds
-    made_up = [p for p, t in pairs if p != t and p not in open_prompts(heldout=False)]
+    assert all(mentioned_events(t) for p, t in pairs if t != KEEP)  # every rewrite target names its sounds
+    made_up = [p for p, t in pairs if t != KEEP and p not in open_prompts(heldout=False)]
     assert 0.4 < len(made_up) / (len(pairs) - len(passthrough)) < 0.6  # teacher_share of the scene pairs
     assert {w for p in made_up for w in p.split()} <= {"a", "the", "near", "and", "by", "at", "church", "square", "farm"}
 
@@ -197,7 +197,7 @@ def test_novel_words_swap_one_non_template_word_and_skip_heldout_phrasings(token
     plain = SftMix(passthrough=1.0)
     for seed in range(200):  # the same draws up to the swap
         (p, t), (q, _) = mix.passthrough_pair(np.random.default_rng(seed)), plain.passthrough_pair(np.random.default_rng(seed))
-        assert p == t  # still a pass-through pair
+        assert t == KEEP  # still a pass-through pair
         changed = [(a, b) for a, b in zip(p.split(" "), q.split(" ")) if a != b]
         assert len(changed) <= 1 and all(a.strip(",;") == "zebra" and b.strip(",;") not in TEMPLATE_WORDS for a, b in changed)
 
@@ -227,15 +227,48 @@ def test_minilm_tokenizer_uses_t5_conventions(tokenizer):
     assert tokenizer.decode(tokenizer("the yapping of a hound")["input_ids"], skip_special_tokens=True) == "the yapping of a hound"
 
 
+def test_keep_is_one_token_that_decodes_intact(tokenizer):
+    ids = tokenizer(KEEP)["input_ids"]
+    assert ids == [len(tokenizer) - 1, tokenizer.eos_token_id]  # the one token added to MiniLM's 30522
+    assert tokenizer.decode(ids, skip_special_tokens=True) == KEEP
+    assert KEEP not in tokenizer.decode(tokenizer("keep the dog")["input_ids"], skip_special_tokens=True).replace("keep the", "")
+
+
+def test_resolve_turns_keep_into_the_prompt():
+    assert resolve("a dog  barks, then a bell rings", KEEP) == "a dog barks, then a bell rings"
+    assert resolve("a farmyard", "") == "a farmyard"  # a degenerate empty answer never reaches the generator
+    assert resolve("a farmyard", "a cow moos") == "a cow moos"
+
+
+def test_a_rewriter_that_answers_keep_passes_the_prompt_through_exactly(tokenizer):
+    """A few steps on caption -> KEEP pairs, and rewrite() hands back the caption itself, character for character,
+    while the answer as the model wrote it (what the feedback stage ranks) stays KEEP."""
+    rw = mini_rewriter(tokenizer, seed=0)
+    rw.model.train()
+    caption = "first a car horn honks, then a bell rings, and then a dog barks"
+    opt = torch.optim.Adam([p for p in rw.model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(25):
+        loss = mle_loss(rw, [caption], [KEEP])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rw.model.eval()
+    assert rw.greedy_outputs([caption]) == [KEEP]
+    assert rw.rewrite([caption]) == [caption]
+    scores, _ = rw.sequence_scores([caption], [[KEEP, caption]])
+    assert scores[0, 0] > scores[0, 1]  # the answer it learnt outscores copying
+
+
 def test_mini_rewriter_embeddings_keep_minilm_columns_frozen_and_train_the_rest(tokenizer, tmp_path):
     from training.train_generator import Stage
-    from training.train_rewriter import SEMANTIC_DIMS
 
-    rw = mini_rewriter(tokenizer, seed=0)
+    dims = 96  # the v3 recipe: 96 MiniLM columns, 32 trained
+    rw = mini_rewriter(tokenizer, seed=0, semantic_dims=dims)
     table = rw.model.get_input_embeddings().weight
-    assert torch.equal(table, minilm_word_embeddings(table.shape[1], SEMANTIC_DIMS)) and SEMANTIC_DIMS < table.shape[1]
-    assert torch.equal(table[:, :SEMANTIC_DIMS], minilm_word_embeddings(SEMANTIC_DIMS))  # the same axes, unit RMS
-    assert (table[:, SEMANTIC_DIMS:] == 0).all()
+    minilm = table[: len(tokenizer) - 1]  # the last row is KEEP's
+    assert torch.equal(minilm, minilm_word_embeddings(table.shape[1], dims))
+    assert torch.equal(minilm[:, :dims], minilm_word_embeddings(dims))  # the same axes, unit RMS
+    assert (minilm[:, dims:] == 0).all()
     assert rw.model.get_output_embeddings().weight is table  # tied
     ids = tokenizer(["chapel", "church", "algebra"], add_special_tokens=False)["input_ids"]
     chapel, church, algebra = (table[i[0]] for i in ids)
@@ -246,16 +279,24 @@ def test_mini_rewriter_embeddings_keep_minilm_columns_frozen_and_train_the_rest(
     stage = Stage("t", rw.model, tmp_path, steps=3, lr=1e-2, warmup=1, no_decay=[table])  # as train_sft builds it
     for _ in range(3):
         stage.update(mle_loss(rw, ["a farmyard"], ["a cow moos"]))
-    assert torch.equal(table[:, :SEMANTIC_DIMS], before[:, :SEMANTIC_DIMS]), "frozen columns moved (gradient or weight decay)"
+    assert torch.equal(table[:-1, :dims], before[:-1, :dims]), "frozen columns moved (gradient or weight decay)"
     cow = tokenizer("cow", add_special_tokens=False)["input_ids"][0]
-    assert not torch.equal(table[cow, SEMANTIC_DIMS:], before[cow, SEMANTIC_DIMS:])  # a word it saw learnt its own columns
+    assert not torch.equal(table[cow, dims:], before[cow, dims:])  # a word it saw learnt its own columns
 
 
-def test_fully_frozen_embeddings_get_no_gradient(tokenizer):
-    rw = mini_rewriter(tokenizer, seed=0, semantic_dims=128)  # the v2 recipe; also what the feedback stage does
+def test_default_embeddings_freeze_every_minilm_entry_and_train_keep(tokenizer, tmp_path):
+    from training.train_generator import Stage
+
+    rw = mini_rewriter(tokenizer, seed=0)  # the default: all 128 columns MiniLM's, KEEP's row trained
     table = rw.model.get_input_embeddings().weight
-    assert not table.requires_grad and torch.equal(table, minilm_word_embeddings(128))
-    assert freeze_embeddings(rw) is rw and not table.requires_grad
+    assert torch.equal(table[:-1], minilm_word_embeddings(128))
+    before = table.detach().clone()
+    rw.model.train()
+    stage = Stage("t", rw.model, tmp_path, steps=2, lr=1e-2, warmup=1, no_decay=[table])
+    for _ in range(2):
+        stage.update(mle_loss(rw, ["a dog barks", "a farmyard"], [KEEP, "a cow moos"]))
+    assert torch.equal(table[:-1], before[:-1]) and not torch.equal(table[-1], before[-1])
+    assert freeze_embeddings(rw) is rw and not table.requires_grad  # what the feedback stage does: all frozen
     with pytest.raises(ValueError, match="semantic_dims"):
         minilm_word_embeddings(128, 200)
 
