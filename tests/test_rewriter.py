@@ -231,7 +231,7 @@ def test_keep_is_one_token_that_decodes_intact(tokenizer):
     ids = tokenizer(KEEP)["input_ids"]
     assert ids == [len(tokenizer) - 1, tokenizer.eos_token_id]  # the one token added to MiniLM's 30522
     assert tokenizer.decode(ids, skip_special_tokens=True) == KEEP
-    assert KEEP not in tokenizer.decode(tokenizer("keep the dog")["input_ids"], skip_special_tokens=True).replace("keep the", "")
+    assert len(tokenizer) - 1 not in tokenizer("keep the dog")["input_ids"]  # the plain word is not the answer KEEP
 
 
 def test_resolve_turns_keep_into_the_prompt():
