@@ -138,7 +138,7 @@ class PromptRewriter:
 
 
 def load_rewriter(directory: str | Path | None = None, device: str | torch.device = "cpu") -> PromptRewriter:
-    """The rewriter in `directory`, or the shipped mini rewriter."""
+    """The rewriter in `directory`, or the shipped mini rewriter (SFT + CLAP feedback; its SFT start is `rewriter-sft`)."""
     if directory is None:
         from services.checkpoints import shipped
 

@@ -158,8 +158,13 @@ def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: 
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-4, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/reward"), show_default=True, help="embedding cache")
+@click.option("--world-pairs", type=click.IntRange(0), default=0, show_default=True, help="pretrain on this many world clips, each heard against its caption and 4 variations labelled by BATON's rule (0: no pretraining)")
+@click.option("--pretrain-epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--pretrain-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--pair-replay", type=click.FloatRange(0), default=0.0, show_default=True, help="weight of a batch of world pairs kept in every fine-tuning step")
+@click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="codec the world-pair clips go through (default: the shipped generator)")
 @click.option("--device", default="cpu", show_default=True, help="CLAP device for embedding the clips")
-def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...], fmt: str, task: str | None, audio_root: Path | None, eval_dirs: tuple[Path, ...], clap_dir: Path | None, out: Path, epochs: int, batch_size: int, lr: float, seed: int, work_dir: Path, device: str) -> None:
+def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...], fmt: str, task: str | None, audio_root: Path | None, eval_dirs: tuple[Path, ...], clap_dir: Path | None, out: Path, epochs: int, batch_size: int, lr: float, seed: int, work_dir: Path, world_pairs: int, pretrain_epochs: int, pretrain_lr: float, pair_replay: float, generator_dir: Path | None, device: str) -> None:
     """Train BATON's reward head (BCE) on frozen CLAP embeddings; writes safetensors + ONNX + MANIFEST."""
     from services.checkpoints import shipped
     from services.clap import load_clap
@@ -191,7 +196,15 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
     clips = embed_clips(LabelledClips.from_pairs(pairs), clap, cache)
     evals = {name: embed_clips(c, clap, cache) for name, c in evals.items()}
     sources = [str(d) for d in data_dirs] + [str(f) for f in label_files]
-    metrics = train_reward(clips, clap, clap_dir, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_sets=evals, command=_command_line(), sources=sources)
+    pairs = None
+    if world_pairs:
+        from training.reward_pairs import build_world_pairs
+
+        generator_dir = generator_dir or shipped("generator")
+        pipe = _load_generator(generator_dir, device)
+        tag = f"{checkpoint_version(generator_dir)}-{checkpoint_version(clap_dir)}"
+        pairs = build_world_pairs(world_pairs, clap, pipe, work_dir / "pairs", tag).embed_texts(clap)
+    metrics = train_reward(clips, clap, clap_dir, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_sets=evals, command=_command_line(), sources=sources, pairs=pairs, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr, pair_replay=pair_replay)
     click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
 
@@ -579,8 +592,8 @@ def _named_dir(option: str, spec: str, names: tuple[str, ...] | None = None) -> 
 
 
 @eval_.command("rewriter")
-@click.option("--sft", "sft_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row sft: rewriter directory (default: the shipped, served rewriter, an SFT model)")
-@click.option("--feedback", "feedback_dir", default=None, help="row feedback: rewriter directory, or 'none' to leave the row out (default: the shipped rewriter-feedback)")
+@click.option("--sft", "sft_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="row sft: rewriter directory (default: the shipped rewriter-sft, the served rewriter's initialisation)")
+@click.option("--feedback", "feedback_dir", default=None, help="row feedback: rewriter directory, or 'none' to leave the row out (default: the shipped, served rewriter: SFT + CLAP feedback)")
 @click.option("--row", "extra_rows", multiple=True, metavar="NAME=DIR", help="an extra row to compare, e.g. an earlier rewriter (repeatable)")
 @click.option("--prompts", "which", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True, help="open prompts: held-out scene descriptions, or the training ones")
 @click.option("--seeds", type=click.IntRange(1, 16), default=4, show_default=True, help="clips per prompt (the same noise seeds in every row)")
@@ -599,9 +612,9 @@ def eval_rewriter_cmd(sft_dir: Path | None, feedback_dir: str | None, extra_rows
     from training.eval_rewriter import evaluate_rewriters, rewriter_markdown, rewriter_plot, rewriter_table
 
     try:
-        dirs = {"sft": sft_dir or shipped("rewriter")}
+        dirs = {"sft": sft_dir or shipped("rewriter-sft")}
         if feedback_dir != "none":
-            dirs["feedback"] = _named_dir("--feedback", f"feedback={feedback_dir}")[1] if feedback_dir else shipped("rewriter-feedback")
+            dirs["feedback"] = _named_dir("--feedback", f"feedback={feedback_dir}")[1] if feedback_dir else shipped("rewriter")
         dirs |= dict(_named_dir("--row", spec) for spec in extra_rows)
         rewriters: dict[str, PromptRewriter | None] = {"raw": None, **{name: PromptRewriter.from_pretrained(d) for name, d in dirs.items()}}
         clap_dir = clap_dir or shipped("clap")
