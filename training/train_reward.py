@@ -3,8 +3,10 @@
 Reads top to bottom: data (annotation records of built datasets and/or imported BATON label files,
 their clips embedded once by the frozen CLAP and cached), split (20% of the prompts held out, by a
 hash of the prompt, so no prompt is on both sides), model (`services.reward.RewardHead`: BATON's MLP
-1024 -> 512 -> 1), loop (BCE, Adam, batch 32 as BATON; the epoch with the lowest held-out loss is
-kept), export (safetensors + ONNX, parity checked) and the MANIFEST with the held-out metrics.
+1024 -> 512 -> 1), optional pretraining on world pairs (`training.reward_pairs`: exactly labelled
+(clip, prompt) pairs that teach the head to read the prompt against the audio), loop (BCE, Adam,
+batch 32 as BATON; the epoch with the lowest held-out loss is kept, epoch 0 being the pretrained
+head), export (safetensors + ONNX, parity checked) and the MANIFEST with the held-out metrics.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from services.clap import ClapEmbedder
 from services.manifest import checkpoint_version, write_manifest
 from services.reward import ONNX_NAME, OnnxRewardHead, RewardHead, RewardHeadConfig, export_onnx, reward_loss
 from training.annotation import AnnotationRecord
+from training.reward_pairs import WorldPairs
 
 VALIDATION_FRACTION = 0.2
 
@@ -151,7 +154,13 @@ def train_reward(
     eval_sets: dict[str, LabelledClips] | None = None,
     command: str | None = None,
     sources: list[str] | None = None,
+    pairs: WorldPairs | None = None,
+    pretrain_epochs: int = 10,
+    pretrain_lr: float = 1e-3,
+    pair_replay: float = 0.0,
 ) -> dict[str, float]:
+    """Pretrain on world pairs (when given), then fine-tune on the labelled clips; `pair_replay` > 0
+    keeps a batch of pairs in every fine-tuning step with that weight."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
 
@@ -166,10 +175,34 @@ def train_reward(
     # model
     # the head names its CLAP relative to its own directory, so the pair moves together
     head = RewardHead(RewardHeadConfig(clap=os.path.relpath(Path(clap_dir).resolve(), Path(out).resolve()), embed_dim=xa.shape[1]))
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    metrics: dict[str, float] = {}
 
-    # loop: keep the epoch with the lowest validation loss
-    best, best_state, history = float("inf"), None, []
+    # pretraining on world pairs: many exactly labelled pairs, positives and negatives sharing a clip
+    pair_history = []
+    if pairs is not None:
+        pa, pt, py = torch.from_numpy(pairs.audio_emb[pairs.clip]), torch.from_numpy(pairs.text_emb), torch.from_numpy(pairs.label)
+        opt = torch.optim.Adam(head.parameters(), lr=pretrain_lr)
+        for epoch in tqdm(range(pretrain_epochs), desc="reward pretrain (world pairs)"):
+            head.train()
+            perm, total = torch.randperm(len(py), generator=g), 0.0
+            for s in range(0, len(py), 256):
+                idx = perm[s : s + 256]
+                loss = reward_loss(head, pa[idx], pt[idx], py[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            pair_history.append({"epoch": epoch + 1, "pair_loss": total / len(py), "val_within_prompt_auc": reward_metrics(predict(head, val), val)["oracle_within_prompt_auc"]})
+        metrics.update({f"pretrained.validation.{k}": v for k, v in reward_metrics(predict(head, val), val).items()})
+        for name, clips_ in (eval_sets or {}).items():
+            metrics.update({f"pretrained.{name}.{k}": v for k, v in reward_metrics(predict(head, clips_), clips_).items()})
+
+    # fine-tuning on the labelled clips: keep the epoch (0 = as pretrained) with the lowest validation loss
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    head.eval()
+    with torch.no_grad():
+        best = float(reward_loss(head, va, vt, vy))
+    best_state, history = {k: v.clone() for k, v in head.state_dict().items()}, [{"epoch": 0, "val_loss": best}]
     for epoch in tqdm(range(epochs), desc="reward"):
         head.train()
         perm = torch.randperm(len(y), generator=g)
@@ -177,20 +210,23 @@ def train_reward(
         for s in range(0, len(y), batch_size):
             idx = perm[s : s + batch_size]
             loss = reward_loss(head, xa[idx], xt[idx], y[idx])
+            total += loss.item() * len(idx)
+            if pairs is not None and pair_replay > 0:
+                pidx = torch.randint(len(py), (batch_size,), generator=g)
+                loss = loss + pair_replay * reward_loss(head, pa[pidx], pt[pidx], py[pidx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
         head.eval()
         with torch.no_grad():
             val_loss = float(reward_loss(head, va, vt, vy))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(y), "val_loss": val_loss})
+        history.append({"epoch": epoch + 1, "train_loss": total / len(y), "val_loss": val_loss, "val_within_prompt_auc": reward_metrics(predict(head, val), val)["oracle_within_prompt_auc"]})
         if val_loss < best:
             best, best_state = val_loss, {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
 
     # metrics, export, manifest
-    metrics = {f"validation.{k}": v for k, v in reward_metrics(predict(head, val), val).items()}
+    metrics.update({f"validation.{k}": v for k, v in reward_metrics(predict(head, val), val).items()})
     metrics.update({f"train.{k}": v for k, v in reward_metrics(predict(head, train), train).items()})
     for name, clips_ in (eval_sets or {}).items():
         metrics.update({f"{name}.{k}": v for k, v in reward_metrics(predict(head, clips_), clips_).items()})
@@ -202,6 +238,9 @@ def train_reward(
     metrics["onnx_max_abs_diff"] = float(np.abs(onnx_out - predict(head, val)).max())
     if metrics["onnx_max_abs_diff"] > 1e-4:
         raise RuntimeError(f"ONNX head differs from torch by {metrics['onnx_max_abs_diff']:.2e} (> 1e-4)")
-    (out / "history.json").write_text(json.dumps(history) + "\n")
-    write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": {"clap": checkpoint_version(clap_dir), "data": sources or [], "epochs": epochs, "batch_size": batch_size, "lr": lr, "train_clips": len(train.records), "validation_clips": len(val.records)}})
+    (out / "history.json").write_text(json.dumps({"pretrain": pair_history, "finetune": history}) + "\n")
+    training = {"clap": checkpoint_version(clap_dir), "data": sources or [], "epochs": epochs, "batch_size": batch_size, "lr": lr, "train_clips": len(train.records), "validation_clips": len(val.records)}
+    if pairs is not None:
+        training["world_pairs"] = {**pairs.summary(), "epochs": pretrain_epochs, "lr": pretrain_lr, "replay": pair_replay}
+    write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": training})
     return metrics

@@ -129,7 +129,7 @@ def _choose_events(rng: np.random.Generator, k: int, want_heldout_pair: bool | N
     raise RuntimeError("could not draw an event set satisfying the held-out constraint")
 
 
-def _phrase(rng: np.random.Generator, events: list[str], heldout: bool) -> tuple[list[str], list[str]]:
+def phrase(rng: np.random.Generator, events: list[str], heldout: bool) -> tuple[list[str], list[str]]:
     clauses, nouns = [], []
     for e in events:
         p = cap.EVENT_PHRASINGS[e]
@@ -167,7 +167,7 @@ def sample_spec(rng: np.random.Generator, split: Split, task: Task | None = None
     events = _choose_events(rng, k, want_pair if k > 1 else None, relation == "overlap")
     templates = cap.templates_for(relation, k, heldout_template)
     template = templates[int(rng.integers(len(templates)))]
-    clauses, nouns = _phrase(rng, events, heldout_words)
+    clauses, nouns = phrase(rng, events, heldout_words)
     return ClipSpec(events, relation, template, clauses, nouns, heldout_phrasing=heldout_template or heldout_words)
 
 
@@ -187,7 +187,7 @@ def scene_spec(rng: np.random.Generator, scene: Scene, heldout: bool = False) ->
     if relation == "overlap" and not EVENTS[events[1]].background:
         relation = "sequence"
     template = cap.templates_for(relation, len(events), False)
-    clauses, nouns = _phrase(rng, events, False)
+    clauses, nouns = phrase(rng, events, False)
     return ClipSpec(events, relation, template[int(rng.integers(len(template)))], clauses, nouns, scene=scene.id)
 
 
