@@ -116,3 +116,4 @@ def test_pretraining_on_pairs_teaches_the_head_to_rank_a_prompts_clips(tmp_path)
     assert manifest["training"]["world_pairs"]["pairs"] == len(pairs)
     history = json.loads((tmp_path / "pre" / "history.json").read_text())
     assert len(history["pretrain"]) == 20 and history["finetune"][0]["epoch"] == 0
+    assert (tmp_path / "pre" / "curves.png").stat().st_size > 0 and "curves.png" in manifest["files"]

@@ -192,7 +192,10 @@ def train_reward(
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-            pair_history.append({"epoch": epoch + 1, "pair_loss": total / len(py), "val_within_prompt_auc": reward_metrics(predict(head, val), val)["oracle_within_prompt_auc"]})
+            head.eval()
+            with torch.no_grad():
+                val_loss = float(reward_loss(head, va, vt, vy))
+            pair_history.append({"epoch": epoch + 1, "pair_loss": total / len(py), "val_loss": val_loss, "val_within_prompt_auc": reward_metrics(predict(head, val), val)["oracle_within_prompt_auc"]})
         metrics.update({f"pretrained.validation.{k}": v for k, v in reward_metrics(predict(head, val), val).items()})
         for name, clips_ in (eval_sets or {}).items():
             metrics.update({f"pretrained.{name}.{k}": v for k, v in reward_metrics(predict(head, clips_), clips_).items()})
@@ -239,8 +242,21 @@ def train_reward(
     if metrics["onnx_max_abs_diff"] > 1e-4:
         raise RuntimeError(f"ONNX head differs from torch by {metrics['onnx_max_abs_diff']:.2e} (> 1e-4)")
     (out / "history.json").write_text(json.dumps({"pretrain": pair_history, "finetune": history}) + "\n")
+    plot_reward_history(pair_history, history, out / "curves.png")
     training = {"clap": checkpoint_version(clap_dir), "data": sources or [], "epochs": epochs, "batch_size": batch_size, "lr": lr, "train_clips": len(train.records), "validation_clips": len(val.records)}
     if pairs is not None:
         training["world_pairs"] = {**pairs.summary(), "epochs": pretrain_epochs, "lr": pretrain_lr, "replay": pair_replay}
     write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": training})
     return metrics
+
+
+def plot_reward_history(pretrain: list[dict], finetune: list[dict], path: Path) -> Path:
+    """Loss and validation within-prompt AUC over the pretraining epochs, then the fine-tuning ones."""
+    from training.plots import training_curves
+
+    p = len(pretrain)
+    logs = {
+        "pretrain (world pairs)": [{**r, "step": r["epoch"], "train_loss": r["pair_loss"]} for r in pretrain],
+        "fine-tune (annotated clips)": [{**r, "step": p + r["epoch"]} for r in finetune],
+    }
+    return training_curves(logs, ("train_loss", "val_loss", "val_within_prompt_auc"), path, "reward head (x: epoch)", smooth=1)
