@@ -126,20 +126,18 @@ class Generator:
 
 @serve.deployment(max_ongoing_requests=32, max_queued_requests=64, ray_actor_options={"num_cpus": 1, "num_gpus": 0})
 class Reranker:
-    """BATON reward model replica: scores the candidates of one prompt at a time (never across prompts)."""
+    """Reranker replica (BATON reward model, or CLAP cosine): scores the candidates of one prompt at a time (never across prompts)."""
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx", torch_threads: int | None = None) -> None:
-        from services.checkpoints import shipped
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx", torch_threads: int | None = None, kind: str = "reward") -> None:
         from services.manifest import checkpoint_version
-        from services.reward import RewardModel
+        from services.reward import load_reranker
 
-        directory = Path(checkpoint) if checkpoint else shipped("reward")
         use_cores(torch_threads)
-        self.model = RewardModel.from_pretrained(directory, device or "cpu", backend=backend)
+        self.model, directory = load_reranker(kind, checkpoint, device or "cpu", backend=backend)
         self.version = checkpoint_version(directory)
 
     def info(self) -> dict[str, Any]:
-        onnx = self.model.onnx_head
+        onnx = getattr(self.model, "onnx_head", None)
         return {"version": self.version, "backend": self.model.backend, "providers": onnx.providers if onnx else None, "clap_sample_rate": self.model.clap.sample_rate}
 
     async def score(self, prompt: str, waveforms, sample_rate: int) -> list[float]:
@@ -357,9 +355,9 @@ BUILD_ARGS = {
     "batch_wait_timeout_s": "how long the generator waits to fill a batch (default 0.05)",
     "dynamic_batching": "false: one generator call per request (the benchmark's baseline)",
     "torch_threads": "CPU threads of the generator's and reranker's torch (default: every core of the machine)",
-    "reward_checkpoint": "reward model directory (default: the shipped one)",
+    "reward_checkpoint": "the reranker's directory: a reward model, or a CLAP with reranker clap (default: the shipped one)",
     "reranker_backend": "onnx | torch for the reward head (default onnx)",
-    "reranker": "reward | none (none: candidates in generation order, without rewards)",
+    "reranker": "reward | clap | none (clap: CLAP cosine picks; none: candidates in generation order, without rewards)",
     "rewriter": "model | none (none: prompts go to the generator as sent)",
     "rewriter_checkpoint": "rewriter directory, any local FLAN-T5-class model (default: the shipped mini rewriter)",
     "request_timeout_s": "the longest a generation may take before 504 (default 120); requests may ask for less with timeout_s",
@@ -381,8 +379,8 @@ def build_app(args: dict[str, Any] | None = None):
     if dtype not in (None, "float16", "bfloat16", "float32"):
         raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
     reranker_kind = str(args.get("reranker", "reward")).lower()
-    if reranker_kind not in ("reward", "none"):
-        raise ValueError(f"reranker must be reward or none, got {reranker_kind!r}")
+    if reranker_kind not in ("reward", "clap", "none"):
+        raise ValueError(f"reranker must be reward, clap or none, got {reranker_kind!r}")
     generator = Generator.bind(
         checkpoint=args.get("checkpoint"),
         device=args.get("device"),
@@ -392,8 +390,9 @@ def build_app(args: dict[str, Any] | None = None):
         torch_threads=int(args["torch_threads"]) if args.get("torch_threads") else None,
     )
     reranker = None
-    if reranker_kind == "reward":
+    if reranker_kind != "none":
         reranker = Reranker.bind(
+            kind=reranker_kind,
             checkpoint=args.get("reward_checkpoint"),
             device=args.get("device"),
             backend=args.get("reranker_backend", "onnx"),

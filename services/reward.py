@@ -148,8 +148,26 @@ class RewardModel:
 class ClapReranker:
     """Best-of-N by CLAP cosine between prompt and clip (the baseline the reward model must beat)."""
 
+    backend = "clap-cosine"
+
     def __init__(self, clap: ClapEmbedder) -> None:
         self.clap = clap
 
     def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
         return self.clap.score([prompt] * len(waveforms), waveforms, sample_rate)
+
+
+RERANKERS = ("reward", "clap")
+
+
+def load_reranker(kind: str, directory: str | Path | None = None, device: str | torch.device = "cpu", backend: str = "onnx") -> tuple[RewardModel | ClapReranker, Path]:
+    """The served reranker and its directory: "reward" (BATON's head; `backend` torch or onnx) or
+    "clap" (CLAP cosine). `directory` defaults to the shipped reward model, or the shipped CLAP."""
+    from services.checkpoints import shipped
+
+    if kind not in RERANKERS:
+        raise ValueError(f"reranker must be one of {', '.join(RERANKERS)}, got {kind!r}")
+    directory = Path(directory) if directory else shipped(kind)
+    if kind == "reward":
+        return RewardModel.from_pretrained(directory, device, backend=backend), directory
+    return ClapReranker(load_clap(directory, device)), directory

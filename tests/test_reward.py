@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.reward import ONNX_NAME, ClapReranker, OnnxRewardHead, RewardHead, RewardHeadConfig, RewardModel, export_onnx, reward_loss
+from services.reward import ONNX_NAME, ClapReranker, OnnxRewardHead, RewardHead, RewardHeadConfig, RewardModel, export_onnx, load_reranker, reward_loss
 from training.eval_rerank import CandidateScores, pick_accuracy, rerank_table
 from training.train_reward import roc_auc, within_prompt_auc
 
@@ -146,6 +146,18 @@ def test_reward_model_directory_round_trip_with_onnx_backend(tiny_reward_model, 
     assert np.allclose(torch_rm.score("a dog barks", wav, 16000), tiny_reward_model.score("a dog barks", wav, 16000), atol=1e-5)
     with pytest.raises(ValueError, match="unknown backend"):
         RewardModel.from_pretrained(tmp_path / "reward", backend="tensorrt")
+
+
+def test_load_reranker_serves_the_reward_model_or_clap_cosine(tiny_reward_model, tmp_path):
+    tiny_reward_model.clap.clap.model.save_pretrained(tmp_path / "clap")
+    wav = np.random.default_rng(2).standard_normal((3, 8000)).astype(np.float32) * 0.1
+    clap, directory = load_reranker("clap", tmp_path / "clap")
+    assert isinstance(clap, ClapReranker) and directory == tmp_path / "clap" and clap.backend == "clap-cosine"
+    expected = clap.clap.score(["a bell rings"] * 3, wav, 16000)
+    assert np.allclose(clap.score("a bell rings", wav, 16000), expected, atol=1e-6)
+    assert np.all(np.abs(expected) <= 1 + 1e-5)  # a cosine, not a probability
+    with pytest.raises(ValueError, match="reranker must be one of reward, clap"):
+        load_reranker("laion", tmp_path / "clap")
 
 
 def test_build_dataset_labels_resumes_and_refuses_another_build(tmp_path):

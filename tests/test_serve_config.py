@@ -58,10 +58,11 @@ def test_build_app_refuses_unknown_or_bad_args():
     with pytest.raises(ValueError, match="dtype must be"):
         build_app({"dtype": "fp8"})
     with pytest.raises(ValueError, match="reranker must be"):
-        build_app({"reranker": "clap"})
+        build_app({"reranker": "laion"})
     with pytest.raises(ValueError, match="rewriter must be"):
         build_app({"rewriter": "gpt"})
     build_app(read_config(shipped_config("gpu"))["applications"][0]["args"])  # the shipped args all exist
+    assert build_app({"reranker": "clap"}) is not None  # CLAP cosine picks: services.reward.load_reranker tests it
 
 
 def test_tta_serve_refuses_a_bad_config_before_starting_ray(tmp_path):
