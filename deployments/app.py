@@ -41,6 +41,7 @@ from deployments.schemas import (
 )
 from services.audio import encode_audio
 from services.pipeline import GeneratedAudio, GenerationCall, GenerationSettings, check_call, generate_grouped, order_by_reward
+from services.reward import RERANKERS
 from tta import __version__
 
 MAX_BATCH_WAVEFORMS = 16  # one UNet batch holds at most this many waveforms (x2 with guidance)
@@ -379,8 +380,8 @@ def build_app(args: dict[str, Any] | None = None):
     if dtype not in (None, "float16", "bfloat16", "float32"):
         raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
     reranker_kind = str(args.get("reranker", "reward")).lower()
-    if reranker_kind not in ("reward", "clap", "none"):
-        raise ValueError(f"reranker must be reward, clap or none, got {reranker_kind!r}")
+    if reranker_kind not in (*RERANKERS, "none"):
+        raise ValueError(f"reranker must be one of {', '.join(RERANKERS)}, none; got {reranker_kind!r}")
     generator = Generator.bind(
         checkpoint=args.get("checkpoint"),
         device=args.get("device"),

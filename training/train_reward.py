@@ -177,6 +177,13 @@ def train_reward(
     head = RewardHead(RewardHeadConfig(clap=os.path.relpath(Path(clap_dir).resolve(), Path(out).resolve()), embed_dim=xa.shape[1]))
     metrics: dict[str, float] = {}
 
+    def validate() -> dict[str, float]:
+        """Validation loss and within-prompt AUC of the head as it is now."""
+        head.eval()
+        with torch.no_grad():
+            val_loss = float(reward_loss(head, va, vt, vy))
+        return {"val_loss": val_loss, "val_within_prompt_auc": reward_metrics(predict(head, val), val)["oracle_within_prompt_auc"]}
+
     # pretraining on world pairs: many exactly labelled pairs, positives and negatives sharing a clip
     pair_history = []
     if pairs is not None:
@@ -192,19 +199,14 @@ def train_reward(
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-            head.eval()
-            with torch.no_grad():
-                val_loss = float(reward_loss(head, va, vt, vy))
-            pair_history.append({"epoch": epoch + 1, "pair_loss": total / len(py), "val_loss": val_loss, "val_within_prompt_auc": reward_metrics(predict(head, val), val)["oracle_within_prompt_auc"]})
+            pair_history.append({"epoch": epoch + 1, "pair_loss": total / len(py), **validate()})
         metrics.update({f"pretrained.validation.{k}": v for k, v in reward_metrics(predict(head, val), val).items()})
         for name, clips_ in (eval_sets or {}).items():
             metrics.update({f"pretrained.{name}.{k}": v for k, v in reward_metrics(predict(head, clips_), clips_).items()})
 
     # fine-tuning on the labelled clips: keep the epoch (0 = as pretrained) with the lowest validation loss
     opt = torch.optim.Adam(head.parameters(), lr=lr)
-    head.eval()
-    with torch.no_grad():
-        best = float(reward_loss(head, va, vt, vy))
+    best = validate()["val_loss"]
     best_state, history = {k: v.clone() for k, v in head.state_dict().items()}, [{"epoch": 0, "val_loss": best}]
     for epoch in tqdm(range(epochs), desc="reward"):
         head.train()
@@ -220,10 +222,8 @@ def train_reward(
             opt.zero_grad()
             loss.backward()
             opt.step()
-        head.eval()
-        with torch.no_grad():
-            val_loss = float(reward_loss(head, va, vt, vy))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(y), "val_loss": val_loss, "val_within_prompt_auc": reward_metrics(predict(head, val), val)["oracle_within_prompt_auc"]})
+        history.append({"epoch": epoch + 1, "train_loss": total / len(y), **validate()})
+        val_loss = history[-1]["val_loss"]
         if val_loss < best:
             best, best_state = val_loss, {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
