@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from services.generator import TangoPipeline, make_scheduler  # noqa: E402
+from services.generator import TangoPipeline, make_scheduler, with_position_channels  # noqa: E402
 
 PROMPT = "a dog barks, then a bell rings"
 
@@ -52,7 +52,7 @@ def plain_diffusers_loop(pipe: TangoPipeline, prompt: str, n: int, steps: int, g
     shape = (n, pipe.vae.config.latent_channels, frames // pipe.vae_scale, pipe.mel.n_mels // pipe.vae_scale)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device, pipe.dtype) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
-        x = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+        x = with_position_channels(scheduler.scale_model_input(torch.cat([latents] * 2), t), pipe.config.position_channels)
         uncond, cond = pipe.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=batch["attention_mask"]).sample.chunk(2)
         latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
     mel = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
@@ -71,7 +71,7 @@ def unet_gflops(pipe: TangoPipeline, batch: int, repeats: int, sync) -> tuple[fl
     from torch.utils.flop_counter import FlopCounterMode
 
     frames = pipe.num_frames(pipe.config.default_duration_s)
-    x = torch.randn(batch, pipe.vae.config.latent_channels, frames // pipe.vae_scale, pipe.mel.n_mels // pipe.vae_scale, device=pipe.device, dtype=pipe.dtype)
+    x = torch.randn(batch, pipe.unet.config.in_channels, frames // pipe.vae_scale, pipe.mel.n_mels // pipe.vae_scale, device=pipe.device, dtype=pipe.dtype)
     states = torch.randn(batch, 16, pipe.unet.config.cross_attention_dim, device=pipe.device, dtype=pipe.dtype)
     t = torch.tensor(500, device=pipe.device)
     with torch.no_grad():

@@ -49,10 +49,26 @@ class GeneratorConfig(BaseModel):
     default_guidance_scale: float = Field(3.0, ge=0)
     default_duration_s: float = Field(10.0, gt=0)
     max_duration_s: float = Field(30.0, gt=0)
+    # maps of relative time (and mel band) appended to the UNet input: a convolutional UNet has no
+    # other sense of where in the clip it is, and "a, then b" needs it. 0 for TANGO's own UNets.
+    position_channels: int = Field(0, ge=0, le=2)
 
     @property
     def mel_config(self) -> MelConfig:
         return MelConfig.from_dict(self.mel)
+
+
+def with_position_channels(latents: torch.Tensor, channels: int) -> torch.Tensor:
+    """Latents [B, C, time, mel] with `channels` coordinate maps appended: relative time from -1 (clip
+    start) to 1 (clip end), then relative mel band. Relative, so "first a, then b" means the same at
+    any duration."""
+    if channels == 0:
+        return latents
+    b, _, t, f = latents.shape
+    time_map = torch.linspace(-1, 1, t, device=latents.device, dtype=latents.dtype)[:, None].expand(t, f)
+    band_map = torch.linspace(-1, 1, f, device=latents.device, dtype=latents.dtype)[None, :].expand(t, f)
+    maps = torch.stack([time_map, band_map][:channels])
+    return torch.cat([latents, maps.expand(b, -1, -1, -1)], dim=1)
 
 
 class GenerationTimeout(TimeoutError):
@@ -105,8 +121,9 @@ class TangoPipeline:
     def _check_shapes(self) -> None:
         unet_c, vae_c, voc_c = self.unet.config, self.vae.config, self.vocoder.config
         problems = []
-        if unet_c.in_channels != vae_c.latent_channels or unet_c.out_channels != vae_c.latent_channels:
-            problems.append(f"UNet channels {unet_c.in_channels}->{unet_c.out_channels} != VAE latent channels {vae_c.latent_channels}")
+        wanted_in = vae_c.latent_channels + self.config.position_channels
+        if unet_c.in_channels != wanted_in or unet_c.out_channels != vae_c.latent_channels:
+            problems.append(f"UNet channels {unet_c.in_channels}->{unet_c.out_channels} != VAE latent channels {vae_c.latent_channels} (+ {self.config.position_channels} position channels in)")
         if unet_c.cross_attention_dim != self.text_encoder.hidden_size:
             problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size}")
         if voc_c.model_in_dim != self.mel.n_mels:
@@ -284,7 +301,7 @@ class TangoPipeline:
             if deadline is not None and time.time() > deadline:
                 raise GenerationTimeout(f"deadline passed after {time.perf_counter() - t0:.2f} s of denoising ({steps} steps asked)")
             x = torch.cat([latents, latents]) if use_cfg else latents
-            x = sched.scale_model_input(x, t)
+            x = with_position_channels(sched.scale_model_input(x, t), cfg.position_channels)
             out = self.unet(x, t, encoder_hidden_states=text_states, encoder_attention_mask=text_mask).sample
             if use_cfg:
                 uncond, cond = out.chunk(2)

@@ -51,6 +51,21 @@ def test_a_clip_with_r_zero_contributes_no_gradient(unet_batch):
     torch.testing.assert_close(half_fb, only_fb / 2, rtol=1e-4, atol=1e-7)
 
 
+def test_position_channels_reach_the_unet(unet_batch):
+    """A generator whose UNet takes position channels is fine-tuned with them: a widened copy (zero
+    weights on the new inputs) gives the same loss, and the new input weights get a gradient."""
+    from training.train_generator import widen_unet_input
+
+    unet, sched, z, hidden, mask, pre = unet_batch
+    wide = widen_unet_input(unet, TINY_UNET["in_channels"] + 2)
+    args = (sched, z, hidden, mask, torch.ones(4), pre, 0.25)
+    loss, _ = baton_loss(unet, *args, torch.Generator().manual_seed(0))
+    wide_loss, _ = baton_loss(wide, *args, torch.Generator().manual_seed(0), position_channels=2)
+    torch.testing.assert_close(wide_loss, loss)
+    wide_loss.backward()
+    assert wide.conv_in.weight.grad[:, -2:].abs().sum() > 0
+
+
 def test_beta_zero_removes_the_pretraining_term(unet_batch):
     unet, sched, z, hidden, mask, pre = unet_batch
     weight = torch.ones(4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.generator import GeneratorConfig, TangoPipeline, candidate_seeds
+from services.generator import GeneratorConfig, TangoPipeline, candidate_seeds, with_position_channels
 from services.manifest import ManifestError, write_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import MINILM, TextEncoder
@@ -40,7 +40,7 @@ def text_encoder() -> TextEncoder:
     return TextEncoder.from_pretrained(MINILM, 32)
 
 
-def tiny_pipeline(text_encoder: TextEncoder, **overrides) -> TangoPipeline:
+def tiny_pipeline(text_encoder: TextEncoder, unet=None, **overrides) -> TangoPipeline:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
@@ -48,7 +48,7 @@ def tiny_pipeline(text_encoder: TextEncoder, **overrides) -> TangoPipeline:
 
     torch.manual_seed(0)
     config = GeneratorConfig(text_encoder=MINILM, text_max_length=32, mel=MEL, default_steps=4, default_duration_s=0.256, max_duration_s=1.0, **overrides)
-    return TangoPipeline(config, text_encoder, UNet2DConditionModel(**TINY_UNET), AutoencoderKL(**TINY_VAE), SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER)), DDPMScheduler(**SCHEDULER))
+    return TangoPipeline(config, text_encoder, unet or UNet2DConditionModel(**TINY_UNET), AutoencoderKL(**TINY_VAE), SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER)), DDPMScheduler(**SCHEDULER))
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +158,36 @@ def test_components_that_do_not_fit_are_refused(text_encoder):
     unet = UNet2DConditionModel(**{**TINY_UNET, "cross_attention_dim": 64})
     with pytest.raises(CheckpointError, match="cross_attention_dim 64"):
         TangoPipeline(config, text_encoder, unet, AutoencoderKL(**TINY_VAE), SpeechT5HifiGan(SpeechT5HifiGanConfig(**TINY_VOCODER)), DDPMScheduler())
+
+
+def test_position_channels_give_the_unet_relative_time_and_band(text_encoder):
+    from diffusers import UNet2DConditionModel
+
+    from training.train_generator import widen_unet_input
+
+    latents = torch.randn(3, 4, 8, 4)
+    x = with_position_channels(latents, 2)
+    assert x.shape == (3, 6, 8, 4) and torch.equal(x[:, :4], latents)
+    assert torch.allclose(x[0, 4, :, 0], torch.linspace(-1, 1, 8)) and torch.all(x[:, 4] == x[0, 4, :, :1])  # time runs down the clip, same in every band
+    assert torch.allclose(x[0, 5, 0], torch.linspace(-1, 1, 4)) and torch.all(x[:, 5] == x[0, 5, :1])
+    assert with_position_channels(latents, 0) is latents
+    assert torch.equal(with_position_channels(torch.zeros(1, 4, 16, 4), 1)[0, 4, [0, -1], 0], torch.tensor([-1.0, 1.0])), "relative: the ends are -1 and 1 at any length"
+
+    # a UNet widened for them computes what it did before training uses them
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**TINY_UNET).eval()
+    wide = widen_unet_input(unet, 6).eval()
+    t, h = torch.tensor([3, 700, 999]), torch.randn(3, 5, 384)
+    with torch.no_grad():
+        assert torch.allclose(wide(x, t, encoder_hidden_states=h).sample, unet(latents, t, encoder_hidden_states=h).sample, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen_unet_input(wide, 4)
+
+    # the pipeline appends them when its config says so, and refuses a UNet that does not take them
+    with pytest.raises(CheckpointError, match=r"\+ 2 position channels"):
+        tiny_pipeline(text_encoder, position_channels=2)
+    out = tiny_pipeline(text_encoder, unet=wide, position_channels=2).generate(["a dog barks", "rain"], num_candidates=2, seed=1)
+    assert out.waveforms.shape[:2] == (2, 2) and np.isfinite(out.waveforms).all()
 
 
 def test_cli_generate_writes_wavs_mels_and_metadata(pipe, tmp_path):

@@ -167,3 +167,20 @@ def test_annotate_simulate_cli_on_world_sample(tmp_path):
     assert sum(r.label for r in records) >= 5  # ground-truth clips against their own captions
     res = runner.invoke(main, ["annotate", "simulate", str(world / "clips.jsonl"), "--task", "integrity", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(out)])
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_stated_order_is_scored_only_when_every_event_is_heard():
+    from training.eval_generator import stated_order_heard
+    from training.world.clips import EventTruth
+    from training.world.oracle import Detection
+
+    spec = PromptSpec(prompt="a dog barks, then a bell rings, then rain falls", events=["dog_bark", "bell", "rain"], relation="sequence")
+
+    def heard(*events: tuple[str, float]) -> Detection:
+        return Detection(presence={e: 0.9 for e, _ in events}, events=[EventTruth(event=e, onset=t, offset=t + 0.5) for e, t in sorted(events, key=lambda x: x[1])])
+
+    assert stated_order_heard(heard(("dog_bark", 0.1), ("bell", 1.2), ("rain", 2.5)), spec) == 1.0
+    assert stated_order_heard(heard(("bell", 0.1), ("dog_bark", 1.2), ("rain", 2.5)), spec) == 0.0
+    assert stated_order_heard(heard(("dog_bark", 0.1), ("rain", 2.5)), spec) is None  # the bell is missing: order says nothing
+    # an extra event does not change the order verdict (temporal.accuracy counts it against the clip)
+    assert stated_order_heard(heard(("dog_bark", 0.1), ("siren", 0.2), ("bell", 1.2), ("rain", 2.5)), spec) == 1.0

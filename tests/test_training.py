@@ -37,6 +37,26 @@ def test_generator_training_end_to_end_and_resume(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "runs" / "unet" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 
+    # --init: keep that generator's VAE and vocoder, train its UNet further with position channels added
+    import pytest
+
+    from services.manifest import checkpoint_version
+
+    init_kwargs = {**kwargs, "work_dir": tmp_path / "runs-init", "command": "test-init"}
+    with pytest.raises(ValueError, match="only the UNet trains further"):
+        train_generator(tmp_path / "gen2", unet_steps=2, init=tmp_path / "gen", stage="vocoder", **init_kwargs)
+    train_generator(tmp_path / "gen2", unet_steps=2, init=tmp_path / "gen", position_channels=2, unet_lr=1e-4, **init_kwargs)
+    assert not (tmp_path / "runs-init" / "vae").exists() and not (tmp_path / "runs-init" / "vocoder").exists(), "nothing but the UNet trained"
+    first, second = (json.loads((tmp_path / g / "MANIFEST.json").read_text()) for g in ("gen", "gen2"))
+    for kept in ("vae/diffusion_pytorch_model.safetensors", "vocoder/model.safetensors"):
+        assert second["files"][kept] == first["files"][kept]
+    assert second["files"]["unet/diffusion_pytorch_model.safetensors"] != first["files"]["unet/diffusion_pytorch_model.safetensors"]
+    assert second["training"]["init"] == checkpoint_version(tmp_path / "gen") and second["training"]["position_channels"] == 2
+    assert second["training"]["stages"]["vae"] == first["training"]["stages"]["vae"], "the kept VAE's record travels with it"
+    pipe2 = TangoPipeline.from_pretrained(tmp_path / "gen2", device="cpu")
+    assert pipe2.config.position_channels == 2 and pipe2.unet.config.in_channels == pipe.vae.config.latent_channels + 2
+    assert pipe2.generate(["a dog barks"], seed=0).waveforms.shape == (1, 1, 65536)
+
 
 def test_generator_stages_run_separately_and_are_recorded(tmp_path):
     """vae, then vocoder and unet as separate runs (side by side on a GPU), then 'all' only assembles:
@@ -90,3 +110,20 @@ def test_clap_training_hears_clips_through_the_generator_codec_and_resumes(tmp_p
     assert steps == [1, 2, 3]
     with pytest.raises(ValueError, match="generator_dir"):
         train_clap(tmp_path / "out2", steps=1, **{**kwargs, "generator_dir": None})
+
+
+def test_min_snr_weight_and_plain_v_loss():
+    """Min-SNR-5 for v-prediction is min(SNR, 5) / (SNR + 1): near 0 at both ends, the noisiest steps
+    included; gamma 0 is plain v-MSE."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from training.train_generator import SCHEDULER, min_snr_weight
+
+    sched = DDPMScheduler(**SCHEDULER)
+    t = torch.tensor([0, 500, 999])
+    w = min_snr_weight(sched, t, 5.0)
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    torch.testing.assert_close(w, snr.clamp(max=5.0) / (snr + 1))
+    assert w[0] < 0.01 and w[2] < 0.01 and w[1] > 0.25
+    assert torch.equal(min_snr_weight(sched, t, 0.0), torch.ones(3))

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from services.audio import MelConfig, MelSpectrogram
-from services.manifest import current_commit, write_manifest
+from services.generator import with_position_channels
+from services.manifest import MANIFEST, checkpoint_version, current_commit, write_manifest
 from services.text_encoder import MINILM, TextEncoder
 from training.world.clips import CLIP_SAMPLES, make_clip
 
@@ -330,19 +331,46 @@ def encode_captions(text_encoder: TextEncoder, captions: list[str], batch: int =
 
 
 def min_snr_weight(scheduler, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
-    """Min-SNR-gamma loss weight for v-prediction: min(SNR, gamma) / (SNR + 1)."""
+    """Min-SNR-gamma loss weight for v-prediction: min(SNR, gamma) / (SNR + 1); gamma 0 means none
+    (plain v-MSE, which weighs the noisiest steps, where a clip's layout is decided, far more)."""
+    if gamma == 0:
+        return torch.ones_like(t, dtype=torch.float32)
     alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
     snr = alpha_bar / (1 - alpha_bar)
     return snr.clamp(max=gamma) / (snr + 1)
 
 
-def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, export=None, export_every: int = 0, cfg_dropout: float = 0.1):
+def widen_unet_input(unet, in_channels: int):
+    """The same UNet taking `in_channels` inputs; the new input channels start with zero weights, so it
+    computes exactly what it did until training teaches it to use them (e.g. position channels)."""
+    from diffusers import UNet2DConditionModel
+
+    old = unet.config.in_channels
+    if in_channels == old:
+        return unet
+    if in_channels < old:
+        raise ValueError(f"cannot narrow a UNet's input from {old} to {in_channels} channels")
+    wide = UNet2DConditionModel.from_config({**unet.config, "in_channels": in_channels}).to(unet.device, unet.dtype)
+    state = unet.state_dict()
+    w = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], in_channels - old, *w.shape[2:])], dim=1)
+    wide.load_state_dict(state)
+    return wide
+
+
+def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, export=None, export_every: int = 0, cfg_dropout: float = 0.1, position_channels: int = 0, init_unet: Path | None = None, lr: float = 4e-4, snr_gamma: float = 5.0):
+    """v-prediction with Min-SNR-5 weights and EMA; from scratch, or from `init_unet`'s weights
+    (widened for position channels it lacks) with a fresh optimiser."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**MINI_UNET).to(device)
+    in_channels = MINI_UNET["in_channels"] + position_channels
+    if init_unet is not None:
+        unet = widen_unet_input(UNet2DConditionModel.from_pretrained(init_unet), in_channels).to(device)
+    else:
+        unet = UNet2DConditionModel(**{**MINI_UNET, "in_channels": in_channels}).to(device)
     scheduler = DDPMScheduler(**SCHEDULER)
-    stage = Stage("unet", unet, work_dir, steps, lr=4e-4, warmup=200, ema_decay=0.999)
+    stage = Stage("unet", unet, work_dir, steps, lr=lr, warmup=200, ema_decay=0.999)
     mean, std = latents
     hidden, mask = text
     g = torch.Generator().manual_seed(seed * 1000 + stage.step)
@@ -360,9 +388,9 @@ def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Ten
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g).to(device)
         noisy = scheduler.add_noise(z, noise, t)
         target = scheduler.get_velocity(z, noise, t)
-        pred = unet(noisy, t, encoder_hidden_states=h, encoder_attention_mask=m).sample
+        pred = unet(with_position_channels(noisy, position_channels), t, encoder_hidden_states=h, encoder_attention_mask=m).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_sample * min_snr_weight(scheduler, t)).mean()
+        loss = (per_sample * min_snr_weight(scheduler, t, snr_gamma)).mean()
         stage.update(loss)
         show(bar, stage.record(loss=loss, mse=per_sample.mean()))
         bar.update(1)
@@ -370,7 +398,7 @@ def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Ten
             stage.save_state()
         if export is not None and export_every and stage.step % export_every == 0 and not stage.done:
             export(stage.final, stage.step)
-    stage.save_final(stage.final, command, batch_size=batch_size, clips=len(mean), cfg_dropout=cfg_dropout, ema_decay=stage.ema_decay)
+    stage.save_final(stage.final, command, batch_size=batch_size, clips=len(mean), cfg_dropout=cfg_dropout, ema_decay=stage.ema_decay, lr=lr, snr_gamma=snr_gamma, position_channels=position_channels, init_unet=str(init_unet) if init_unet else None)
     return stage.final, scheduler
 
 
@@ -417,15 +445,24 @@ def train_generator(
     serve_scheduler: str = "ddpm",
     device: str | None = None,
     workers: int | None = None,
+    init: Path | None = None,
+    position_channels: int = 0,
+    unet_lr: float = 4e-4,
+    snr_gamma: float = 5.0,
 ) -> dict:
     """Train (or resume) the stages `stage` names; with stage "all", assemble, evaluate and write `out`.
 
     Stages can run as separate processes (vocoder and UNet side by side once the VAE is done); a
-    finished component is loaded, not retrained, and the world is rendered only if a stage trains."""
+    finished component is loaded, not retrained, and the world is rendered only if a stage trains.
+    With `init` (a generator directory) its VAE and vocoder are kept and its UNet is trained further."""
     if scale != "mini":
         raise ValueError("only --scale mini trains from scratch here; full-scale TANGO comes from `tta convert-tango`")
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if init is not None and stage in ("vae", "vocoder"):
+        raise ValueError(f"--init keeps {init}'s {stage}; only the UNet trains further (--stage unet or all)")
+    if init is not None and not (init / "unet" / "config.json").is_file():
+        raise FileNotFoundError(f"{init}: not a generator directory (no unet/config.json)")
     commit_at_start = current_commit()
     work_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -445,15 +482,17 @@ def train_generator(
     from transformers import SpeechT5HifiGan
 
     vae = vocoder = unet = None
+    if init is not None:
+        vae_dir, vocoder_dir = init / "vae", init / "vocoder"
     if stage in ("all", "vae", "unet"):  # the UNet learns in the VAE's latent space
-        if _finished(vae_dir, vae_steps):
+        if init is not None or _finished(vae_dir, vae_steps):
             vae = AutoencoderKL.from_pretrained(vae_dir).to(dev).eval()
         elif stage == "unet":
             raise FileNotFoundError(f"{vae_dir}: train the VAE first (--stage vae); the UNet needs its latent space")
         else:
             vae = train_vae(data()[0], work_dir, vae_steps, 16, seed, checkpoint_every, dev, command)
     if stage in ("all", "vocoder"):
-        if _finished(vocoder_dir, vocoder_steps):
+        if init is not None or _finished(vocoder_dir, vocoder_steps):
             vocoder = SpeechT5HifiGan.from_pretrained(vocoder_dir).to(dev).eval()
         else:
             mels, _, audio = data()
@@ -461,7 +500,7 @@ def train_generator(
 
     from services.generator import GeneratorConfig, TangoPipeline
 
-    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0)
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels)
     text_encoder = None
 
     def assemble(unet, directory: Path) -> TangoPipeline:
@@ -487,7 +526,7 @@ def train_generator(
                 assemble(unet, work_dir / "snapshot")
                 (work_dir / "snapshot" / "STEP").write_text(f"{step}\n")
 
-            unet, _ = train_unet(latents, text, empty, vae.config.scaling_factor, work_dir, unet_steps, batch_size, seed, checkpoint_every, dev, command, export, export_every)
+            unet, _ = train_unet(latents, text, empty, vae.config.scaling_factor, work_dir, unet_steps, batch_size, seed, checkpoint_every, dev, command, export, export_every, position_channels=position_channels, init_unet=init / "unet" if init else None, lr=unet_lr, snr_gamma=snr_gamma)
     if stage != "all":  # one component (re)trained; assemble later with --stage all
         return {}
 
@@ -498,6 +537,9 @@ def train_generator(
     metrics = {k: round(v, 5) for k, v in report.metrics.items()}
     (work_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     stages = {name: json.loads((work_dir / name / "final" / STAGE_RECORD).read_text()) for name in ("vae", "vocoder", "unet") if (work_dir / name / "final" / STAGE_RECORD).is_file()}
+    if init is not None and (init / MANIFEST).is_file():  # the kept components were trained by the init's run
+        init_stages = json.loads((init / MANIFEST).read_text()).get("training", {}).get("stages", {})
+        stages = {**{k: v for k, v in init_stages.items() if k in ("vae", "vocoder")}, **stages}
     write_manifest(
         out,
         command=command,
@@ -505,7 +547,7 @@ def train_generator(
         metrics=metrics,
         git_commit=commit_at_start,
         extra={
-            "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "text_encoder": MINILM, "stages": stages},
+            "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "unet_lr": unet_lr, "snr_gamma": snr_gamma, "position_channels": position_channels, "text_encoder": MINILM, "init": checkpoint_version(init) if init else None, "stages": stages},
             "evaluation": {"device": str(pipe.device), "settings": report.settings, "prompts_per_task": eval_n, "seed": 1},
         },
     )
