@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from services.generator import TangoPipeline, make_scheduler, with_position_channels  # noqa: E402
+from services.generator import TangoPipeline, make_scheduler, with_position_channels, with_token_positions  # noqa: E402
 
 PROMPT = "a dog barks, then a bell rings"
 
@@ -45,7 +45,7 @@ def plain_diffusers_loop(pipe: TangoPipeline, prompt: str, n: int, steps: int, g
     """The textbook loop: encode, cat [uncond, cond], UNet, guidance, scheduler.step, VAE decode, vocoder."""
     tok, enc = pipe.text_encoder.tokenizer, pipe.text_encoder.encoder
     batch = tok([""] * n + [prompt] * n, padding=True, return_tensors="pt").to(pipe.device)
-    states = enc(**batch).last_hidden_state.to(pipe.dtype)
+    states = with_token_positions(enc(**batch).last_hidden_state.to(pipe.dtype), pipe.config.text_position_channels)
     scheduler = make_scheduler("ddpm", pipe.scheduler_config)
     scheduler.set_timesteps(steps, device=pipe.device)
     frames = pipe.num_frames(pipe.config.default_duration_s)

@@ -52,6 +52,10 @@ class GeneratorConfig(BaseModel):
     # maps of relative time (and mel band) appended to the UNet input: a convolutional UNet has no
     # other sense of where in the clip it is, and "a, then b" needs it. 0 for TANGO's own UNets.
     position_channels: int = Field(0, ge=0, le=2)
+    # sinusoids of the token index appended to the text states: MiniLM's states are trained for mean
+    # pooling and barely say where a word stands (same word, other position: cosine 0.97-0.99), so
+    # "a, then b" and "b, then a" look alike to cross-attention. 0 for TANGO (T5 keeps position).
+    text_position_channels: int = Field(0, ge=0, le=64, multiple_of=2)
 
     @property
     def mel_config(self) -> MelConfig:
@@ -69,6 +73,19 @@ def with_position_channels(latents: torch.Tensor, channels: int) -> torch.Tensor
     band_map = torch.linspace(-1, 1, f, device=latents.device, dtype=latents.dtype)[None, :].expand(t, f)
     maps = torch.stack([time_map, band_map][:channels])
     return torch.cat([latents, maps.expand(b, -1, -1, -1)], dim=1)
+
+
+def with_token_positions(states: torch.Tensor, channels: int) -> torch.Tensor:
+    """Text states [B, L, D] with `channels` sinusoids of the token index appended (periods from ~6
+    to ~350 tokens, as in the Transformer's position encoding with base 100)."""
+    if channels == 0:
+        return states
+    b, length, _ = states.shape
+    index = torch.arange(length, device=states.device, dtype=torch.float32)[:, None]
+    freq = 100.0 ** (-torch.arange(0, channels, 2, device=states.device, dtype=torch.float32) / channels)
+    angles = index * freq  # [L, channels / 2]
+    table = torch.cat([angles.sin(), angles.cos()], dim=1).to(states.dtype)
+    return torch.cat([states, table.expand(b, -1, -1)], dim=2)
 
 
 class GenerationTimeout(TimeoutError):
@@ -124,8 +141,8 @@ class TangoPipeline:
         wanted_in = vae_c.latent_channels + self.config.position_channels
         if unet_c.in_channels != wanted_in or unet_c.out_channels != vae_c.latent_channels:
             problems.append(f"UNet channels {unet_c.in_channels}->{unet_c.out_channels} != VAE latent channels {vae_c.latent_channels} (+ {self.config.position_channels} position channels in)")
-        if unet_c.cross_attention_dim != self.text_encoder.hidden_size:
-            problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size}")
+        if unet_c.cross_attention_dim != self.text_encoder.hidden_size + self.config.text_position_channels:
+            problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size} (+ {self.config.text_position_channels} text position channels)")
         if voc_c.model_in_dim != self.mel.n_mels:
             problems.append(f"vocoder takes {voc_c.model_in_dim} mel bins, pipeline mel has {self.mel.n_mels}")
         if int(np.prod(voc_c.upsample_rates)) != self.mel.hop_length:
@@ -276,6 +293,7 @@ class TangoPipeline:
         use_cfg = guidance_scale != 1.0
         # rows [negatives..., prompts...], each repeated once per candidate: the UNet batch is [uncond ; cond]
         h, m = self._encode(prompts, negatives)
+        h = with_token_positions(h, cfg.text_position_channels)
         h, m = h.repeat_interleave(num_candidates, 0), m.repeat_interleave(num_candidates, 0)
         n = len(prompts) * num_candidates
         text_states, text_mask = (h, m) if use_cfg else (h[n:], m[n:])

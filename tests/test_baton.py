@@ -54,16 +54,18 @@ def test_a_clip_with_r_zero_contributes_no_gradient(unet_batch):
 def test_position_channels_reach_the_unet(unet_batch):
     """A generator whose UNet takes position channels is fine-tuned with them: a widened copy (zero
     weights on the new inputs) gives the same loss, and the new input weights get a gradient."""
-    from training.train_generator import widen_unet_input
+    from training.train_generator import widen_unet
 
     unet, sched, z, hidden, mask, pre = unet_batch
-    wide = widen_unet_input(unet, TINY_UNET["in_channels"] + 2)
+    wide = widen_unet(unet, TINY_UNET["in_channels"] + 2, TINY_UNET["cross_attention_dim"] + 4)
     args = (sched, z, hidden, mask, torch.ones(4), pre, 0.25)
     loss, _ = baton_loss(unet, *args, torch.Generator().manual_seed(0))
-    wide_loss, _ = baton_loss(wide, *args, torch.Generator().manual_seed(0), position_channels=2)
+    wide_loss, _ = baton_loss(wide, *args, torch.Generator().manual_seed(0), position_channels=2, text_position_channels=4)
     torch.testing.assert_close(wide_loss, loss)
     wide_loss.backward()
     assert wide.conv_in.weight.grad[:, -2:].abs().sum() > 0
+    key = next(m for name, m in wide.named_modules() if name.endswith("attn2.to_k"))
+    assert key.weight.grad[:, -4:].abs().sum() > 0
 
 
 def test_beta_zero_removes_the_pretraining_term(unet_batch):

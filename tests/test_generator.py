@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.generator import GeneratorConfig, TangoPipeline, candidate_seeds, with_position_channels
+from services.generator import GeneratorConfig, TangoPipeline, candidate_seeds, with_position_channels, with_token_positions
 from services.manifest import ManifestError, write_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import MINILM, TextEncoder
@@ -163,7 +163,7 @@ def test_components_that_do_not_fit_are_refused(text_encoder):
 def test_position_channels_give_the_unet_relative_time_and_band(text_encoder):
     from diffusers import UNet2DConditionModel
 
-    from training.train_generator import widen_unet_input
+    from training.train_generator import widen_unet
 
     latents = torch.randn(3, 4, 8, 4)
     x = with_position_channels(latents, 2)
@@ -173,20 +173,31 @@ def test_position_channels_give_the_unet_relative_time_and_band(text_encoder):
     assert with_position_channels(latents, 0) is latents
     assert torch.equal(with_position_channels(torch.zeros(1, 4, 16, 4), 1)[0, 4, [0, -1], 0], torch.tensor([-1.0, 1.0])), "relative: the ends are -1 and 1 at any length"
 
-    # a UNet widened for them computes what it did before training uses them
+    # text states get sinusoids of the token index: the same word at another place differs
+    states = torch.zeros(2, 7, 384)
+    with_pos = with_token_positions(states, 8)
+    assert with_pos.shape == (2, 7, 392) and torch.equal(with_pos[..., :384], states) and torch.equal(with_pos[0], with_pos[1])
+    assert torch.equal(with_pos[0, 0, 384:], torch.tensor([0.0] * 4 + [1.0] * 4)) and not torch.allclose(with_pos[0, 1, 384:], with_pos[0, 3, 384:])
+    assert with_token_positions(states, 0) is states
+    with pytest.raises(ValueError, match="multiple"):
+        GeneratorConfig(text_position_channels=3)
+
+    # a UNet widened for both computes what it did before training uses them
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**TINY_UNET).eval()
-    wide = widen_unet_input(unet, 6).eval()
+    wide = widen_unet(unet, 6, 392).eval()
     t, h = torch.tensor([3, 700, 999]), torch.randn(3, 5, 384)
     with torch.no_grad():
-        assert torch.allclose(wide(x, t, encoder_hidden_states=h).sample, unet(latents, t, encoder_hidden_states=h).sample, atol=1e-6)
+        assert torch.allclose(wide(x, t, encoder_hidden_states=with_token_positions(h, 8)).sample, unet(latents, t, encoder_hidden_states=h).sample, atol=1e-6)
     with pytest.raises(ValueError, match="cannot narrow"):
-        widen_unet_input(wide, 4)
+        widen_unet(wide, 4)
 
     # the pipeline appends them when its config says so, and refuses a UNet that does not take them
     with pytest.raises(CheckpointError, match=r"\+ 2 position channels"):
         tiny_pipeline(text_encoder, position_channels=2)
-    out = tiny_pipeline(text_encoder, unet=wide, position_channels=2).generate(["a dog barks", "rain"], num_candidates=2, seed=1)
+    with pytest.raises(CheckpointError, match=r"cross_attention_dim 392 != text encoder width 384 \(\+ 0 text position channels\)"):
+        tiny_pipeline(text_encoder, unet=wide, position_channels=2)
+    out = tiny_pipeline(text_encoder, unet=wide, position_channels=2, text_position_channels=8).generate(["a dog barks", "rain"], num_candidates=2, seed=1)
     assert out.waveforms.shape[:2] == (2, 2) and np.isfinite(out.waveforms).all()
 
 

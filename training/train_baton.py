@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from services.audio import MelSpectrogram, read_audio
-from services.generator import TangoPipeline, with_position_channels
+from services.generator import TangoPipeline, with_position_channels, with_token_positions
 from services.manifest import checkpoint_version, current_commit, write_manifest
 from training.train_generator import Stage, min_snr_weight, pick_device, show
 
@@ -141,6 +141,7 @@ def baton_loss(
     generator: torch.Generator,
     snr_gamma: float = 5.0,
     position_channels: int = 0,
+    text_position_channels: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """BATON's objective on one UNet batch holding both terms' samples.
 
@@ -152,7 +153,7 @@ def baton_loss(
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=generator).to(device)
     noisy = scheduler.add_noise(z, noise, t)
     target = scheduler.get_velocity(z, noise, t)
-    pred = unet(with_position_channels(noisy, position_channels), t, encoder_hidden_states=hidden, encoder_attention_mask=mask).sample
+    pred = unet(with_position_channels(noisy, position_channels), t, encoder_hidden_states=with_token_positions(hidden, text_position_channels), encoder_attention_mask=mask).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)) * min_snr_weight(scheduler, t, snr_gamma)
     pre, fb = is_pretrain, ~is_pretrain
     zero = per_sample.sum() * 0.0
@@ -242,7 +243,7 @@ def train_baton(
         zp, hp, mp, wp = draw(pre, torch.randint(len(pre), (batch_size,), generator=g), torch.rand(batch_size, generator=g) < CFG_DROPOUT)
         zf, hf, mf, wf = draw(fb, torch.randint(len(fb), (batch_size,), generator=g), None)
         z, h, m, w = (torch.cat(pair).to(dev) for pair in ((zp, zf), (hp, hf), (mp, mf), (wp, wf)))
-        loss, parts = baton_loss(unet, scheduler, z, h, m, w, is_pretrain, beta, g, position_channels=pipe.config.position_channels)
+        loss, parts = baton_loss(unet, scheduler, z, h, m, w, is_pretrain, beta, g, position_channels=pipe.config.position_channels, text_position_channels=pipe.config.text_position_channels)
         stage.update(loss)
         show(bar, stage.record(**parts))
         bar.update(1)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from services.audio import MelConfig, MelSpectrogram
-from services.generator import with_position_channels
+from services.generator import with_position_channels, with_token_positions
 from services.manifest import MANIFEST, checkpoint_version, current_commit, write_manifest
 from services.text_encoder import MINILM, TextEncoder
 from training.world.clips import CLIP_SAMPLES, make_clip
@@ -340,39 +340,44 @@ def min_snr_weight(scheduler, t: torch.Tensor, gamma: float = 5.0) -> torch.Tens
     return snr.clamp(max=gamma) / (snr + 1)
 
 
-def widen_unet_input(unet, in_channels: int):
-    """The same UNet taking `in_channels` inputs; the new input channels start with zero weights, so it
-    computes exactly what it did until training teaches it to use them (e.g. position channels)."""
+def widen_unet(unet, in_channels: int | None = None, cross_attention_dim: int | None = None):
+    """The same UNet taking more input channels and/or wider text states. The new inputs start with zero
+    weights (conv_in, and every cross-attention key/value projection), so it computes exactly what it
+    did until training teaches it to use them (position channels)."""
     from diffusers import UNet2DConditionModel
 
-    old = unet.config.in_channels
-    if in_channels == old:
+    old_in, old_text = unet.config.in_channels, unet.config.cross_attention_dim
+    in_channels, cross_attention_dim = in_channels or old_in, cross_attention_dim or old_text
+    if (in_channels, cross_attention_dim) == (old_in, old_text):
         return unet
-    if in_channels < old:
-        raise ValueError(f"cannot narrow a UNet's input from {old} to {in_channels} channels")
-    wide = UNet2DConditionModel.from_config({**unet.config, "in_channels": in_channels}).to(unet.device, unet.dtype)
+    if in_channels < old_in or cross_attention_dim < old_text:
+        raise ValueError(f"cannot narrow a UNet ({old_in} -> {in_channels} input channels, {old_text} -> {cross_attention_dim} text width)")
+    wide = UNet2DConditionModel.from_config({**unet.config, "in_channels": in_channels, "cross_attention_dim": cross_attention_dim}).to(unet.device, unet.dtype)
     state = unet.state_dict()
     w = state["conv_in.weight"]
-    state["conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], in_channels - old, *w.shape[2:])], dim=1)
+    state["conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], in_channels - old_in, *w.shape[2:])], dim=1)
+    for key in [k for k in state if k.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]:
+        state[key] = torch.cat([state[key], state[key].new_zeros(state[key].shape[0], cross_attention_dim - old_text)], dim=1)
     wide.load_state_dict(state)
     return wide
 
 
-def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, export=None, export_every: int = 0, cfg_dropout: float = 0.1, position_channels: int = 0, init_unet: Path | None = None, lr: float = 4e-4, snr_gamma: float = 5.0):
+def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, export=None, export_every: int = 0, cfg_dropout: float = 0.1, position_channels: int = 0, init_unet: Path | None = None, lr: float = 4e-4, snr_gamma: float = 5.0, text_position_channels: int = 0):
     """v-prediction with Min-SNR-5 weights and EMA; from scratch, or from `init_unet`'s weights
     (widened for position channels it lacks) with a fresh optimiser."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
+    hidden, mask = text
     in_channels = MINI_UNET["in_channels"] + position_channels
+    text_width = hidden.shape[-1] + text_position_channels
     if init_unet is not None:
-        unet = widen_unet_input(UNet2DConditionModel.from_pretrained(init_unet), in_channels).to(device)
+        unet = widen_unet(UNet2DConditionModel.from_pretrained(init_unet), in_channels, text_width).to(device)
     else:
-        unet = UNet2DConditionModel(**{**MINI_UNET, "in_channels": in_channels}).to(device)
+        unet = UNet2DConditionModel(**{**MINI_UNET, "in_channels": in_channels, "cross_attention_dim": text_width}).to(device)
     scheduler = DDPMScheduler(**SCHEDULER)
     stage = Stage("unet", unet, work_dir, steps, lr=lr, warmup=200, ema_decay=0.999)
     mean, std = latents
-    hidden, mask = text
     g = torch.Generator().manual_seed(seed * 1000 + stage.step)
     unet.train()
     bar = tqdm(total=steps, initial=stage.step, desc="train unet")
@@ -388,7 +393,7 @@ def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Ten
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=g).to(device)
         noisy = scheduler.add_noise(z, noise, t)
         target = scheduler.get_velocity(z, noise, t)
-        pred = unet(with_position_channels(noisy, position_channels), t, encoder_hidden_states=h, encoder_attention_mask=m).sample
+        pred = unet(with_position_channels(noisy, position_channels), t, encoder_hidden_states=with_token_positions(h, text_position_channels), encoder_attention_mask=m).sample
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * min_snr_weight(scheduler, t, snr_gamma)).mean()
         stage.update(loss)
@@ -398,7 +403,7 @@ def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Ten
             stage.save_state()
         if export is not None and export_every and stage.step % export_every == 0 and not stage.done:
             export(stage.final, stage.step)
-    stage.save_final(stage.final, command, batch_size=batch_size, clips=len(mean), cfg_dropout=cfg_dropout, ema_decay=stage.ema_decay, lr=lr, snr_gamma=snr_gamma, position_channels=position_channels, init_unet=str(init_unet) if init_unet else None)
+    stage.save_final(stage.final, command, batch_size=batch_size, clips=len(mean), cfg_dropout=cfg_dropout, ema_decay=stage.ema_decay, lr=lr, snr_gamma=snr_gamma, position_channels=position_channels, text_position_channels=text_position_channels, init_unet=str(init_unet) if init_unet else None)
     return stage.final, scheduler
 
 
@@ -449,6 +454,7 @@ def train_generator(
     position_channels: int = 0,
     unet_lr: float = 4e-4,
     snr_gamma: float = 5.0,
+    text_position_channels: int = 0,
 ) -> dict:
     """Train (or resume) the stages `stage` names; with stage "all", assemble, evaluate and write `out`.
 
@@ -500,7 +506,7 @@ def train_generator(
 
     from services.generator import GeneratorConfig, TangoPipeline
 
-    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels)
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels, text_position_channels=text_position_channels)
     text_encoder = None
 
     def assemble(unet, directory: Path) -> TangoPipeline:
@@ -526,7 +532,7 @@ def train_generator(
                 assemble(unet, work_dir / "snapshot")
                 (work_dir / "snapshot" / "STEP").write_text(f"{step}\n")
 
-            unet, _ = train_unet(latents, text, empty, vae.config.scaling_factor, work_dir, unet_steps, batch_size, seed, checkpoint_every, dev, command, export, export_every, position_channels=position_channels, init_unet=init / "unet" if init else None, lr=unet_lr, snr_gamma=snr_gamma)
+            unet, _ = train_unet(latents, text, empty, vae.config.scaling_factor, work_dir, unet_steps, batch_size, seed, checkpoint_every, dev, command, export, export_every, position_channels=position_channels, init_unet=init / "unet" if init else None, lr=unet_lr, snr_gamma=snr_gamma, text_position_channels=text_position_channels)
     if stage != "all":  # one component (re)trained; assemble later with --stage all
         return {}
 
@@ -547,7 +553,7 @@ def train_generator(
         metrics=metrics,
         git_commit=commit_at_start,
         extra={
-            "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "unet_lr": unet_lr, "snr_gamma": snr_gamma, "position_channels": position_channels, "text_encoder": MINILM, "init": checkpoint_version(init) if init else None, "stages": stages},
+            "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "unet_lr": unet_lr, "snr_gamma": snr_gamma, "position_channels": position_channels, "text_position_channels": text_position_channels, "text_encoder": MINILM, "init": checkpoint_version(init) if init else None, "stages": stages},
             "evaluation": {"device": str(pipe.device), "settings": report.settings, "prompts_per_task": eval_n, "seed": 1},
         },
     )
