@@ -201,11 +201,15 @@ def oracle_label(detection: Detection, spec: PromptSpec, task: Task) -> int:
     heard, wanted = detection.present(), set(spec.events)
     if not wanted <= heard or heard - wanted:
         return 0
-    if task == "temporal":
-        onsets = [detection.onset(e) for e in spec.events]
-        if any(a >= b for a, b in zip(onsets, onsets[1:])):
-            return 0
+    if task == "temporal" and not onsets_in_order(detection, spec.events):
+        return 0
     return 1
+
+
+def onsets_in_order(detection: Detection, events: list[str]) -> bool:
+    """The heard onsets of `events` (all of them heard) strictly follow the order they are listed in."""
+    onsets = [detection.onset(e) for e in events]
+    return all(a < b for a, b in zip(onsets, onsets[1:]))
 
 
 class SimulatedAnnotator:

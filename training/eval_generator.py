@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from services.generator import TangoPipeline
-from training.annotation import oracle_label
+from training.annotation import onsets_in_order, oracle_label
 from training.eval_oracle import score_detections
 from training.world.captions import EVENT_PHRASINGS
 from training.world.clips import ClipSpec, make_clip, sample_spec
@@ -71,8 +71,7 @@ def stated_order_heard(detection, spec: PromptSpec) -> float | None:
     "makes every event", which the temporal accuracy mixes."""
     if not set(spec.events) <= detection.present():
         return None
-    onsets = [detection.onset(e) for e in spec.events]
-    return float(all(a < b for a, b in zip(onsets, onsets[1:])))
+    return float(onsets_in_order(detection, spec.events))
 
 
 def judge(detection, spec: PromptSpec) -> tuple[str, float]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from services.audio import MelConfig, MelSpectrogram
-from services.generator import with_position_channels, with_token_positions
+from services.generator import GeneratorConfig, TangoPipeline, with_position_channels, with_token_positions
 from services.manifest import MANIFEST, checkpoint_version, current_commit, write_manifest
 from services.text_encoder import MINILM, TextEncoder
 from training.world.clips import CLIP_SAMPLES, make_clip
@@ -363,7 +363,7 @@ def widen_unet(unet, in_channels: int | None = None, cross_attention_dim: int | 
 
 
 def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, export=None, export_every: int = 0, cfg_dropout: float = 0.1, position_channels: int = 0, init_unet: Path | None = None, lr: float = 4e-4, snr_gamma: float = 5.0, text_position_channels: int = 0):
-    """v-prediction with Min-SNR-5 weights and EMA; from scratch, or from `init_unet`'s weights
+    """v-prediction with Min-SNR-gamma weights and EMA; from scratch, or from `init_unet`'s weights
     (widened for position channels it lacks) with a fresh optimiser."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -469,6 +469,8 @@ def train_generator(
         raise ValueError(f"--init keeps {init}'s {stage}; only the UNet trains further (--stage unet or all)")
     if init is not None and not (init / "unet" / "config.json").is_file():
         raise FileNotFoundError(f"{init}: not a generator directory (no unet/config.json)")
+    # built first: its validation (e.g. odd --text-position-channels) fails before any training
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels, text_position_channels=text_position_channels)
     commit_at_start = current_commit()
     work_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -504,9 +506,6 @@ def train_generator(
             mels, _, audio = data()
             vocoder = train_vocoder(mels, audio, work_dir, vocoder_steps, 16, seed, checkpoint_every, dev, command)
 
-    from services.generator import GeneratorConfig, TangoPipeline
-
-    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels, text_position_channels=text_position_channels)
     text_encoder = None
 
     def assemble(unet, directory: Path) -> TangoPipeline:

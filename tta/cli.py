@@ -334,8 +334,6 @@ def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio:
 
     if n_audio > n_clips:
         _fail(f"--n-audio ({n_audio}) cannot exceed --n-clips ({n_clips})")
-    if text_position_channels % 2:
-        _fail(f"--text-position-channels must be even (sine and cosine pairs), got {text_position_channels}")
     try:
         metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler, device=device, workers=workers, checkpoint_every=checkpoint_every, init=init_dir, position_channels=position_channels, unet_lr=unet_lr, snr_gamma=snr_gamma, text_position_channels=text_position_channels)
     except (ValueError, FileNotFoundError) as exc:
