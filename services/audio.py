@@ -115,6 +115,64 @@ class MelSpectrogram(torch.nn.Module):
         return self.mel_basis @ self._stft(wav).abs()
 
 
+class GriffinLimVocoder(torch.nn.Module):
+    """Log-magnitude mel [B, frames, mels] -> waveform [B, frames * hop], with no learned weights.
+
+    The vocoder's contract is HiFi-GAN's (same input, same output length). The linear magnitude is
+    recovered from the mel by non-negative least squares (multiplicative updates from the
+    pseudo-inverse), the phase by fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99) from a
+    fixed random start, so the same mel always gives the same audio. Why it exists: a small HiFi-GAN
+    trained with spectral losses only cannot make steady high tones (the mini one drops whistles and
+    bird chirps), while this keeps everything the mel holds."""
+
+    def __init__(self, cfg: MelConfig, iterations: int = 32, nnls_iterations: int = 50, momentum: float = 0.99, seed: int = 0) -> None:
+        super().__init__()
+        if iterations < 1 or nnls_iterations < 0 or not 0 <= momentum < 1:
+            raise ValueError(f"Griffin-Lim needs iterations >= 1, nnls_iterations >= 0 and 0 <= momentum < 1 (got {iterations}, {nnls_iterations}, {momentum})")
+        self.cfg, self.iterations, self.nnls_iterations, self.momentum, self.seed = cfg, iterations, nnls_iterations, momentum, seed
+        basis = torch.from_numpy(mel_filterbank(cfg))
+        self.register_buffer("mel_basis", basis, persistent=False)
+        self.register_buffer("mel_pinv", torch.linalg.pinv(basis), persistent=False)
+        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
+
+    def linear_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel magnitude [B, mels, T] -> non-negative STFT magnitude [B, n_fft/2+1, T] whose mel is closest to it."""
+        spec = (self.mel_pinv @ mel).clamp_min(1e-8)
+        gram_target = self.mel_basis.T @ mel
+        for _ in range(self.nnls_iterations):
+            spec = spec * gram_target / (self.mel_basis.T @ (self.mel_basis @ spec)).clamp_min(1e-12)
+        return spec
+
+    def _stft(self, wav: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        return torch.stft(wav, c.n_fft, c.hop_length, c.win_length, self.window, center=True, pad_mode="reflect", return_complex=True)
+
+    def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        c = self.cfg
+        return torch.istft(spec, c.n_fft, c.hop_length, c.win_length, self.window, center=True, length=length)
+
+    @torch.no_grad()
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        log_mel = log_mel.float()
+        if log_mel.dim() == 2:
+            log_mel = log_mel[None]
+        if log_mel.shape[-1] != self.cfg.n_mels:
+            raise ValueError(f"Griffin-Lim vocoder takes [batch, frames, {self.cfg.n_mels}] log-mels, got {tuple(log_mel.shape)}")
+        length = log_mel.shape[1] * self.cfg.hop_length
+        # a centred STFT of frames * hop samples has one frame more than the mel: repeat the last
+        mel = torch.cat([log_mel, log_mel[:, -1:]], dim=1).transpose(1, 2).exp()
+        magnitude = self.linear_magnitude(mel)
+        phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(self.seed)).to(magnitude.device)
+        angles = torch.polar(torch.ones_like(magnitude), 2 * math.pi * phase)
+        previous = torch.zeros_like(angles)
+        for _ in range(self.iterations):
+            rebuilt = self._stft(self._istft(magnitude * angles, length))
+            angles = rebuilt - previous * (self.momentum / (1 + self.momentum))
+            angles = angles / angles.abs().clamp_min(1e-16)
+            previous = rebuilt
+        return self._istft(magnitude * angles, length)
+
+
 def to_float32_mono(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.ndim == 2:

@@ -1,5 +1,8 @@
 """The TANGO pipeline: text encoder -> UNet denoising loop (CFG) -> VAE decoder -> HiFi-GAN vocoder.
 
+The vocoder step can instead run Griffin-Lim phase retrieval on the decoded mel (no weights; the
+`default_vocoder` of the pipeline config, or per call): the mini HiFi-GAN loses steady high tones.
+
 Components are diffusers/transformers classes built from configs in a directory laid out like a
 diffusers pipeline:
 
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.audio import MelConfig, MelSpectrogram
+from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram
 from services.manifest import MANIFEST, verify_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import PACKAGE_PREFIX, TextEncoder
@@ -36,6 +39,8 @@ from services.text_encoder import PACKAGE_PREFIX, TextEncoder
 PIPELINE_CONFIG = "pipeline.json"
 SchedulerName = Literal["ddpm", "ddim", "dpm++"]
 SCHEDULERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
+VocoderName = Literal["hifigan", "griffin-lim"]
+VOCODERS: tuple[str, ...] = ("hifigan", "griffin-lim")
 
 
 class GeneratorConfig(BaseModel):
@@ -48,6 +53,9 @@ class GeneratorConfig(BaseModel):
     default_steps: int = Field(200, ge=1, le=1000)
     default_guidance_scale: float = Field(3.0, ge=0)
     default_duration_s: float = Field(10.0, gt=0)
+    # what turns the decoded mel into audio: the trained HiFi-GAN in vocoder/ (TANGO's), or
+    # Griffin-Lim, which has no weights and keeps everything the mel holds (services.audio)
+    default_vocoder: VocoderName = "hifigan"
     max_duration_s: float = Field(30.0, gt=0)
     # maps of relative time (and mel band) appended to the UNet input: a convolutional UNet has no
     # other sense of where in the clip it is, and "a, then b" needs it. 0 for TANGO's own UNets.
@@ -130,6 +138,7 @@ class TangoPipeline:
         self.text_encoder, self.unet, self.vae, self.vocoder = text_encoder, unet.eval(), vae.eval(), vocoder.eval()
         self.scheduler_config = dict(scheduler.config)
         self.mel = config.mel_config
+        self.griffin_lim = GriffinLimVocoder(self.mel)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self._check_shapes()
@@ -172,6 +181,7 @@ class TangoPipeline:
             model.to(self.device) if model.dtype == self.dtype else model.to(self.device, self.dtype)
         self.text_encoder.to(self.device)
         self.vocoder.to(self.device)
+        self.griffin_lim.to(self.device)
         return self
 
     # ------------------------------------------------------------------ persistence
@@ -230,13 +240,24 @@ class TangoPipeline:
         h, m = self.text_encoder(negative + prompts)
         return h.to(self.dtype), m.to(self.device)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, vocoder: str | None = None) -> torch.Tensor:
         """Latents [B, C, T/s, F/s] -> waveforms [B, T * hop] (float32)."""
         mel = self.vae.decode(latents / self.vae.config.scaling_factor).sample  # [B, 1, T, F]
-        return self.vocoder(mel[:, 0].float())
+        return self.vocode(mel[:, 0], vocoder)
+
+    def vocode(self, mel: torch.Tensor, vocoder: str | None = None) -> torch.Tensor:
+        """Log-magnitude mel [B, T, F] -> waveforms [B, T * hop] with the named vocoder (default: the config's)."""
+        return self.griffin_lim(mel) if self.vocoder_name(vocoder) == "griffin-lim" else self.vocoder(mel.float())
+
+    def vocoder_name(self, vocoder: str | None = None) -> str:
+        """The vocoder a call uses: the one it names, else the config's default; unknown names fail."""
+        name = vocoder or self.config.default_vocoder
+        if name not in VOCODERS:
+            raise ValueError(f"unknown vocoder {name!r}; choose one of {', '.join(VOCODERS)}")
+        return name
 
     @torch.no_grad()
-    def reconstruct(self, waveforms: np.ndarray, through_vae: bool = True) -> np.ndarray:
+    def reconstruct(self, waveforms: np.ndarray, through_vae: bool = True, vocoder: str | None = None) -> np.ndarray:
         """Waveforms [B, samples] through this pipeline's own audio path: log-mel -> (VAE encode (mode),
         decode) -> vocoder, back at the input length. Audio whose content is known, with this codec's sound."""
         waveforms = np.asarray(waveforms, dtype=np.float32)
@@ -247,9 +268,9 @@ class TangoPipeline:
         mel = mel.to(self.device)
         if through_vae:
             latents = self.vae.encode(mel[:, None].to(self.dtype)).latent_dist.mode() * self.vae.config.scaling_factor
-            wav = self.decode(latents)
+            wav = self.decode(latents, vocoder)
         else:
-            wav = self.vocoder(mel)
+            wav = self.vocode(mel, vocoder)
         wav = wav.float().cpu().numpy()[:, :n]
         return np.pad(wav, ((0, 0), (0, n - wav.shape[1])))
 
@@ -266,6 +287,7 @@ class TangoPipeline:
         scheduler: str | None = None,
         progress: bool = False,
         deadline: float | None = None,
+        vocoder: str | None = None,
     ) -> GenerationOutput:
         """Waveforms [prompts, N, samples]; `deadline` (a time.time() value) stops the work between two
         denoising steps with GenerationTimeout, so nobody computes audio no one waits for any more."""
@@ -275,6 +297,7 @@ class TangoPipeline:
         guidance_scale = cfg.default_guidance_scale if guidance_scale is None else guidance_scale
         duration_s = duration_s or cfg.default_duration_s
         scheduler_name = scheduler or cfg.default_scheduler
+        vocoder_name = self.vocoder_name(vocoder)
         if not prompts:
             raise ValueError("no prompts")
         if num_candidates < 1:
@@ -328,9 +351,9 @@ class TangoPipeline:
         timings["denoise_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        wav = self.decode(latents)
+        wav = self.decode(latents, vocoder_name)
         samples = int(round(duration_s * self.sample_rate))
         wav = wav[:, :samples].float().cpu().numpy().reshape(len(prompts), num_candidates, -1)
         timings["decode_s"] = time.perf_counter() - t0
-        settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s}
+        settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name}
         return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings)

@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import torch
 
-from services.audio import MelConfig, MelSpectrogram, encode_audio, mel_filterbank, read_audio, write_wav
+from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram, encode_audio, mel_filterbank, read_audio, write_wav
 
 
 def test_mel_filterbank_matches_tango_shape_and_covers_band():
@@ -38,3 +39,37 @@ def test_read_audio_resamples(tmp_path):
 
     sf.write(tmp_path / "b.wav", np.zeros(44100, dtype=np.float32), 44100)
     assert len(read_audio(tmp_path / "b.wav")) == 16000
+
+
+def _tone_with_vibrato(seconds: float = 1.0, hz: float = 2300.0) -> torch.Tensor:
+    """A whistle-like steady tone: the kind of sound a small HiFi-GAN drops."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    phase = 2 * np.pi * hz * t + 3 * np.sin(2 * np.pi * 5 * t)
+    return torch.from_numpy((0.3 * np.sin(phase)).astype(np.float32))
+
+
+def test_griffin_lim_rebuilds_the_mel_it_is_given():
+    cfg = MelConfig(hop_length=512)
+    mel = MelSpectrogram(cfg)
+    wav = _tone_with_vibrato()
+    frames = len(wav) // cfg.hop_length
+    log_mel = mel.log_magnitude(wav[None]).transpose(1, 2)[:, :frames]  # [1, frames, mels], the vocoder's input
+    vocoder = GriffinLimVocoder(cfg)
+    out = vocoder(log_mel)
+    assert out.shape == (1, frames * cfg.hop_length), "HiFi-GAN's contract: frames * hop samples"
+    rebuilt = mel.log_magnitude(out).transpose(1, 2)[:, :frames]
+    loud = log_mel > log_mel.max() - 4  # the tone's bins, not the floor
+    assert (rebuilt - log_mel)[loud].abs().mean() < 0.3
+    assert 0.7 < out.pow(2).mean().sqrt() / wav[: out.shape[1]].pow(2).mean().sqrt() < 1.3, "the tone keeps its level"
+    np.testing.assert_array_equal(out.numpy(), vocoder(log_mel).numpy()), "the same mel gives the same audio"
+    lower = mel.log_magnitude(_tone_with_vibrato(hz=1700.0)[None]).transpose(1, 2)[:, :frames]
+    assert (rebuilt - lower)[loud].abs().mean() > 1.0, "a tone elsewhere is far: the check can tell"
+
+
+def test_griffin_lim_refuses_bad_settings_and_shapes():
+    with pytest.raises(ValueError, match="iterations >= 1"):
+        GriffinLimVocoder(MelConfig(), iterations=0)
+    with pytest.raises(ValueError, match="momentum"):
+        GriffinLimVocoder(MelConfig(), momentum=1.0)
+    with pytest.raises(ValueError, match=r"\[batch, frames, 64\]"):
+        GriffinLimVocoder(MelConfig())(torch.zeros(1, 10, 80))

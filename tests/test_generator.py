@@ -61,7 +61,7 @@ def test_shapes_dtype_and_seeds(pipe):
     assert out.waveforms.shape == (2, 3, 4096) and out.waveforms.dtype == np.float32
     assert out.seeds == [[10, 11, 12], [10, 11, 12]] and out.sample_rate == 16000
     assert set(out.timings) == {"encode_s", "denoise_s", "decode_s"}
-    assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256}
+    assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256, "vocoder": "hifigan"}
 
 
 def test_same_seed_same_audio_and_candidates_do_not_depend_on_the_batch(pipe):
@@ -108,6 +108,7 @@ def test_every_scheduler_runs_and_is_deterministic(pipe, scheduler):
         ({"duration_s": 5.0}, "duration_s"),
         ({"steps": 5000}, "steps"),
         ({"scheduler": "euler"}, "unknown scheduler"),
+        ({"vocoder": "wavenet"}, "unknown vocoder"),
         ({"seed": [1, 2, 3]}, "seeds for 1 prompts"),
         ({"negative_prompt": ["x", "y"]}, "negative prompts"),
     ],
@@ -115,6 +116,24 @@ def test_every_scheduler_runs_and_is_deterministic(pipe, scheduler):
 def test_bad_arguments_say_what_is_wrong(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe.generate(["a dog barks"], **kwargs)
+
+
+def test_griffin_lim_vocoder_per_call_or_as_the_checkpoint_default(text_encoder, pipe, tmp_path):
+    """The same latents through either vocoder: both give audio of the same length; Griffin-Lim is
+    deterministic and is what a checkpoint whose config names it serves (and saves, and loads)."""
+    hifigan = pipe.generate(["a dog barks"], num_candidates=2, seed=3)
+    griffin = pipe.generate(["a dog barks"], num_candidates=2, seed=3, vocoder="griffin-lim")
+    assert griffin.settings["vocoder"] == "griffin-lim" and griffin.waveforms.shape == hifigan.waveforms.shape
+    assert np.isfinite(griffin.waveforms).all() and not np.allclose(griffin.waveforms, hifigan.waveforms)
+    np.testing.assert_array_equal(griffin.waveforms, pipe.generate(["a dog barks"], num_candidates=2, seed=3, vocoder="griffin-lim").waveforms)
+    default_gl = tiny_pipeline(text_encoder, default_vocoder="griffin-lim")
+    default_gl.save_pretrained(tmp_path / "g")
+    loaded = TangoPipeline.from_pretrained(tmp_path / "g", device="cpu")
+    np.testing.assert_array_equal(loaded.generate(["a dog barks"], num_candidates=2, seed=3).waveforms, griffin.waveforms)
+    audio = hifigan.waveforms[0]
+    assert pipe.reconstruct(audio, through_vae=False, vocoder="griffin-lim").shape == audio.shape
+    with pytest.raises(ValueError, match="default_vocoder"):
+        GeneratorConfig(default_vocoder="wavenet")
 
 
 def test_duration_sets_the_length(pipe):
@@ -260,3 +279,27 @@ def test_reconstruct_keeps_what_the_oracle_hears():
     vocoded = pipe.reconstruct(audio[:2], through_vae=False)
     assert vocoded.shape == (2, audio.shape[1]) and not np.allclose(vocoded, out[:2])
     assert pipe.reconstruct(audio[:2, :40001]).shape == (2, 40001), "a length off the hop grid comes back at that length"
+
+
+def test_cli_eval_generator_compares_vocoders_on_the_same_prompts(pipe, tmp_path):
+    """`tta eval generator --vocoder hifigan,griffin-lim`: one report per vocoder, each with its own
+    round trip, and a comparison table; the CLI's spelled-out choices are the pipeline's."""
+    from click.testing import CliRunner
+
+    from services.generator import VOCODERS
+    from tta.cli import VOCODER_CHOICE, main
+
+    assert tuple(VOCODER_CHOICE.choices) == VOCODERS
+    pipe.save_pretrained(tmp_path / "g")
+    args = ["eval", "generator", "--checkpoint", str(tmp_path / "g"), "--n", "2", "--steps", "2", "--roundtrip-n", "2", "--vocoder", "hifigan,griffin-lim", "--out", str(tmp_path / "r"), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.output.strip().splitlines()[-1])
+    assert set(reports) == {"hifigan:ddpm@2", "griffin-lim:ddpm@2"}
+    for metrics in reports.values():
+        assert {"single.presence", "integrity.accuracy", "temporal.accuracy", "roundtrip.presence_f1", "vocoder.presence_f1"} <= set(metrics)
+    saved = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [r["settings"]["vocoder"] for r in saved.values()] == ["hifigan", "griffin-lim"]
+    assert "| vocoder | scheduler | steps |" in (tmp_path / "r" / "report.md").read_text()
+    bad = CliRunner().invoke(main, ["eval", "generator", "--checkpoint", str(tmp_path / "g"), "--vocoder", "wavenet"])
+    assert bad.exit_code != 0 and "unknown vocoder(s) ['wavenet']" in bad.output

@@ -89,14 +89,14 @@ class GeneratorReport:
 
 
 @torch.no_grad()
-def roundtrip(pipe: TangoPipeline, oracle: SoundEventDetector, n: int, seed: int = EVAL_SEED, batch: int = 32) -> dict[str, float]:
+def roundtrip(pipe: TangoPipeline, oracle: SoundEventDetector, n: int, seed: int = EVAL_SEED, batch: int = 32, vocoder: str | None = None) -> dict[str, float]:
     """Oracle on held-out ground truth, on its vocoder resynthesis, and on the VAE + vocoder round trip."""
     clips = [make_clip(seed, "heldout", i) for i in range(n)]
     truths = [[e.event for e in c.truth.events] for c in clips]
     ordered = [c.truth.relation == "sequence" for c in clips]
     audio = np.stack([c.audio for c in clips])
-    vocoded = [pipe.reconstruct(audio[i : i + batch], through_vae=False) for i in range(0, n, batch)]
-    round_trip = [pipe.reconstruct(audio[i : i + batch]) for i in range(0, n, batch)]
+    vocoded = [pipe.reconstruct(audio[i : i + batch], through_vae=False, vocoder=vocoder) for i in range(0, n, batch)]
+    round_trip = [pipe.reconstruct(audio[i : i + batch], vocoder=vocoder) for i in range(0, n, batch)]
     class_ids = list(oracle.config.class_ids)
     out = {}
     for name, wav in (("ground_truth", audio), ("vocoder", np.concatenate(vocoded)), ("roundtrip", np.concatenate(round_trip))):
@@ -119,6 +119,7 @@ def evaluate_generator(
     batch: int = 16,
     roundtrip_n: int | None = None,
     progress: bool = True,
+    vocoder: str | None = None,
 ) -> GeneratorReport:
     oracle = oracle or load_oracle()
     # on the held-out split, also split every score by whether the prompt uses event words training never saw
@@ -136,7 +137,7 @@ def evaluate_generator(
     settings = {}
     for i in tqdm(range(0, len(prompts), batch), desc="generate", disable=not progress):
         chunk = prompts[i : i + batch]
-        out = pipe.generate([p.prompt for p in chunk], num_candidates=1, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=[seed * 100_000 + i + j for j in range(len(chunk))])
+        out = pipe.generate([p.prompt for p in chunk], num_candidates=1, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=[seed * 100_000 + i + j for j in range(len(chunk))], vocoder=vocoder)
         settings = out.settings
         wav = out.waveforms[:, 0]
         generated += len(wav)
@@ -168,7 +169,7 @@ def evaluate_generator(
     metrics["seconds_per_clip"] = seconds / max(generated, 1)
     roundtrip_n = max(n, 100) if roundtrip_n is None else roundtrip_n
     if roundtrip_n:
-        metrics.update(roundtrip(pipe, oracle, roundtrip_n, seed))
+        metrics.update(roundtrip(pipe, oracle, roundtrip_n, seed, vocoder=vocoder))
     return GeneratorReport(metrics, settings, examples)
 
 
@@ -192,7 +193,7 @@ DESCRIPTIONS = {
 def report_markdown(report: GeneratorReport) -> str:
     s = report.settings
     lines = [
-        f"settings: scheduler {s.get('scheduler')}, {s.get('steps')} steps, guidance {s.get('guidance_scale')}, {s.get('duration_s')} s, N=1",
+        f"settings: scheduler {s.get('scheduler')}, {s.get('steps')} steps, guidance {s.get('guidance_scale')}, {s.get('duration_s')} s, vocoder {s.get('vocoder')}, N=1",
         "",
         "| metric | value | bar | meaning |",
         "|---|---|---|---|",
@@ -209,12 +210,13 @@ def report_markdown(report: GeneratorReport) -> str:
 
 
 def sweep_markdown(reports: dict[str, GeneratorReport]) -> str:
-    """One row per (scheduler, steps): the quality/time trade-off."""
-    lines = ["| scheduler | steps | single.presence | integrity.accuracy | temporal.accuracy | seconds_per_clip |", "|---|---|---|---|---|---|"]
+    """One row per (vocoder, scheduler, steps): the quality/time trade-off."""
+    keys = ("single.presence", "integrity.accuracy", "temporal.accuracy", "temporal.all_heard", "roundtrip.presence_f1")
+    lines = [f"| vocoder | scheduler | steps | {' | '.join(keys)} | seconds_per_clip |", "|---" * (len(keys) + 4) + "|"]
     for r in reports.values():
         m, st = r.metrics, r.settings
-        cells = [f"{m[k]:.3f}" if k in m else "-" for k in ("single.presence", "integrity.accuracy", "temporal.accuracy")]
-        lines.append(f"| {st['scheduler']} | {st['steps']} | {' | '.join(cells)} | {m['seconds_per_clip']:.3f} |")
+        cells = [f"{m[k]:.3f}" if k in m else "-" for k in keys]
+        lines.append(f"| {st.get('vocoder', '-')} | {st['scheduler']} | {st['steps']} | {' | '.join(cells)} | {m['seconds_per_clip']:.3f} |")
     return "\n".join(lines)
 
 
@@ -227,7 +229,7 @@ def sweep_plot(reports: dict[str, GeneratorReport], path: Path) -> Path:
     fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
     by_sched: dict[str, list[GeneratorReport]] = {}
     for r in reports.values():
-        by_sched.setdefault(r.settings["scheduler"], []).append(r)
+        by_sched.setdefault(f"{r.settings['scheduler']} {r.settings.get('vocoder', '')}".strip(), []).append(r)
     for sched, rs in by_sched.items():
         rs = sorted(rs, key=lambda r: r.settings["steps"])
         x = [r.settings["steps"] for r in rs]
@@ -250,7 +252,7 @@ def write_report(reports: dict[str, GeneratorReport], out: Path | None) -> str:
     first = next(iter(reports.values()))
     text = report_markdown(first)
     if len(reports) > 1:
-        text += "\n\n## Quality vs steps\n\n" + sweep_markdown(reports)
+        text += "\n\n## Quality vs settings\n\n" + sweep_markdown(reports)
     if out is None:
         return text
     from training.plots import mel_sheet

@@ -448,6 +448,7 @@ def train_generator(
     stage: str = "all",
     serve_steps: int = 100,
     serve_scheduler: str = "ddpm",
+    serve_vocoder: str = "hifigan",
     device: str | None = None,
     workers: int | None = None,
     init: Path | None = None,
@@ -470,7 +471,7 @@ def train_generator(
     if init is not None and not (init / "unet" / "config.json").is_file():
         raise FileNotFoundError(f"{init}: not a generator directory (no unet/config.json)")
     # built first: its validation (e.g. odd --text-position-channels) fails before any training
-    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels, text_position_channels=text_position_channels)
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_vocoder=serve_vocoder, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels, text_position_channels=text_position_channels)
     commit_at_start = current_commit()
     work_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)

@@ -15,6 +15,9 @@ import click  # noqa: E402
 
 from tta import __version__  # noqa: E402
 
+# spelled out here so --help needs no torch import; tests hold it equal to services.generator.VOCODERS
+VOCODER_CHOICE = click.Choice(["hifigan", "griffin-lim"])
+
 
 def _command_line() -> str:
     return shlex.join(["tta", *sys.argv[1:]])
@@ -320,6 +323,7 @@ def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int 
 @click.option("--stage", type=click.Choice(["all", "vae", "vocoder", "unet"]), default="all", show_default=True, help="train only one component (vocoder and UNet can run side by side once the VAE is done); 'all' trains what is missing, assembles and evaluates")
 @click.option("--serve-steps", type=click.IntRange(1, 1000), default=100, show_default=True, help="default steps written into the generator (pick from `tta eval generator --steps ...`)")
 @click.option("--serve-scheduler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default="ddpm", show_default=True)
+@click.option("--serve-vocoder", type=VOCODER_CHOICE, default="hifigan", show_default=True, help="default vocoder written into the generator (compare with `tta eval generator --vocoder hifigan,griffin-lim`)")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="processes rendering the world (default: all cores)")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True, help="steps between train-state saves (what an interruption can lose)")
@@ -328,14 +332,14 @@ def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int 
 @click.option("--unet-lr", type=click.FloatRange(min=0, min_open=True), default=4e-4, show_default=True, help="UNet peak learning rate (lower it to fine-tune an --init UNet)")
 @click.option("--text-position-channels", type=click.IntRange(0, 64), default=0, show_default=True, help="token-index sinusoids appended to the text states the UNet attends to (even); an --init UNet gets zero-initialised key/value weights for them")
 @click.option("--snr-gamma", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Min-SNR-gamma loss weight of the UNet; 0 trains on plain v-MSE")
-def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int, stage: str, serve_steps: int, serve_scheduler: str, device: str | None, workers: int | None, checkpoint_every: int, init_dir: Path | None, position_channels: int, unet_lr: float, snr_gamma: float, text_position_channels: int) -> None:
+def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int, stage: str, serve_steps: int, serve_scheduler: str, serve_vocoder: str, device: str | None, workers: int | None, checkpoint_every: int, init_dir: Path | None, position_channels: int, unet_lr: float, snr_gamma: float, text_position_channels: int) -> None:
     """Train the mini TANGO (VAE, vocoder, UNet) on the world; resumable, writes --out with MANIFEST.json."""
     from training.train_generator import train_generator
 
     if n_audio > n_clips:
         _fail(f"--n-audio ({n_audio}) cannot exceed --n-clips ({n_clips})")
     try:
-        metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler, device=device, workers=workers, checkpoint_every=checkpoint_every, init=init_dir, position_channels=position_channels, unet_lr=unet_lr, snr_gamma=snr_gamma, text_position_channels=text_position_channels)
+        metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler, serve_vocoder=serve_vocoder, device=device, workers=workers, checkpoint_every=checkpoint_every, init=init_dir, position_channels=position_channels, unet_lr=unet_lr, snr_gamma=snr_gamma, text_position_channels=text_position_channels)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     click.echo(json.dumps(metrics))
@@ -433,16 +437,26 @@ def _int_list(ctx, param, value: str | None) -> list[int] | None:
     return values
 
 
-def _scheduler_list(ctx, param, value: str | None) -> list[str] | None:
-    from services.generator import SCHEDULERS
+def _choice_list(kind: str, choices_name: str):
+    """A click callback reading a comma list of names from services.generator's `choices_name` (imported late: torch)."""
 
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in names if v not in SCHEDULERS]
-    if not names or unknown:
-        raise click.BadParameter(f"unknown scheduler(s) {unknown or value!r}; choose from {', '.join(SCHEDULERS)}")
-    return names
+    def parse(ctx, param, value: str | None) -> list[str] | None:
+        import services.generator
+
+        if value is None:
+            return None
+        choices = getattr(services.generator, choices_name)
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [v for v in names if v not in choices]
+        if not names or unknown:
+            raise click.BadParameter(f"unknown {kind}(s) {unknown or value!r}; choose from {', '.join(choices)}")
+        return names
+
+    return parse
+
+
+_scheduler_list = _choice_list("scheduler", "SCHEDULERS")
+_vocoder_list = _choice_list("vocoder", "VOCODERS")
 
 
 GENERATION_OPTIONS = [
@@ -464,6 +478,7 @@ def _generation_options(f):
 @click.option("-n", "--num-candidates", type=click.IntRange(1, 16), default=1, show_default=True)
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="directory for WAVs, mels.png and generation.json")
 @_generation_options
+@click.option("--vocoder", type=VOCODER_CHOICE, default=None, help="mel -> audio: the trained HiFi-GAN or Griffin-Lim (default: the checkpoint's)")
 @click.option("--negative-prompt", default=None, help="replaces the empty prompt as the unconditional branch")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="candidate j uses seed + j (default: random, reported)")
 @click.option("--duration", "duration_s", type=click.FloatRange(0.1, 60), default=None, help="seconds (default: the checkpoint's)")
@@ -472,7 +487,7 @@ def _generation_options(f):
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="UNet/VAE precision (default: fp16 on CUDA, fp32 on CPU)")
 @click.option("--rewrite", is_flag=True, help="rewrite each prompt with the prompt rewriter first (as the service does by default)")
 @click.option("--rewriter", "rewriter_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="rewriter directory for --rewrite (default: the shipped one)")
-def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None, rewrite: bool, rewriter_dir: Path | None) -> None:
+def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, vocoder: str | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None, rewrite: bool, rewriter_dir: Path | None) -> None:
     """Generate N candidate clips per prompt; writes WAVs and a PNG of their mel spectrograms."""
     from services.audio import write_wav
     from training.plots import mel_sheet
@@ -497,7 +512,7 @@ def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps
     pipe = _load_generator(checkpoint, device, dtype)
     if duration_s is not None and duration_s > pipe.config.max_duration_s:
         _fail(f"--duration {duration_s} exceeds this generator's maximum of {pipe.config.max_duration_s} s")
-    result = pipe.generate(texts, num_candidates=num_candidates, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, duration_s=duration_s, scheduler=scheduler, progress=True)
+    result = pipe.generate(texts, num_candidates=num_candidates, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, duration_s=duration_s, scheduler=scheduler, progress=True, vocoder=vocoder)
     out.mkdir(parents=True, exist_ok=True)
     files, titles, audios = [], [], []
     for i, prompt in enumerate(prompts):
@@ -521,13 +536,14 @@ def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps
 @click.option("--steps", callback=_int_list, default=None, help="denoising steps; a comma list sweeps (e.g. 10,25,50,100)")
 @click.option("--guidance", type=click.FloatRange(0, 50), default=None, help="guidance scale (default: the checkpoint's)")
 @click.option("--scheduler", callback=_scheduler_list, default=None, help="ddpm, ddim or dpm++; a comma list sweeps")
+@click.option("--vocoder", callback=_vocoder_list, default=None, help="hifigan or griffin-lim (default: the checkpoint's); a comma list compares")
 @click.option("--seed", type=click.IntRange(0), default=1, show_default=True)
 @click.option("--roundtrip-n", type=click.IntRange(0), default=None, help="ground-truth clips for the VAE/vocoder round trip (default: max(n, 100))")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and PNGs here")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
 @click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="prompts per generation call")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on the last line")
-def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, batch: int, as_json: bool) -> None:
+def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, vocoder: list[str] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, batch: int, as_json: bool) -> None:
     """Oracle accuracy of generated audio on held-out prompts (N=1), round trip, time per clip."""
     from training.eval_generator import evaluate_generator, write_report
     from training.world.prompts import PromptFileError, load_prompt_file
@@ -538,11 +554,12 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
         _fail(str(exc))
     pipe = _load_generator(checkpoint, device)
     oracle, _ = _load_oracle(None)
-    settings = [(sch, st) for sch in (scheduler or [None]) for st in (steps or [None])]
+    settings = [(voc, sch, st) for voc in (vocoder or [None]) for sch in (scheduler or [None]) for st in (steps or [None])]
     reports = {}
-    for k, (sch, st) in enumerate(settings):
-        report = evaluate_generator(pipe, n=n, prompts=specs, steps=st, guidance_scale=guidance, scheduler=sch, seed=seed, oracle=oracle, batch=batch, roundtrip_n=roundtrip_n if k == 0 else 0)
-        reports[f"{report.settings['scheduler']}@{report.settings['steps']}"] = report
+    for k, (voc, sch, st) in enumerate(settings):
+        first_of_vocoder = k == 0 or voc != settings[k - 1][0]  # the round trip depends on the vocoder only
+        report = evaluate_generator(pipe, n=n, prompts=specs, steps=st, guidance_scale=guidance, scheduler=sch, seed=seed, oracle=oracle, batch=batch, roundtrip_n=roundtrip_n if first_of_vocoder else 0, vocoder=voc)
+        reports[f"{report.settings['vocoder']}:{report.settings['scheduler']}@{report.settings['steps']}"] = report
     text = write_report(reports, out)
     click.echo(text)
     if as_json:
