@@ -162,8 +162,9 @@ class GriffinLimVocoder(torch.nn.Module):
         # a centred STFT of frames * hop samples has one frame more than the mel: repeat the last
         mel = torch.cat([log_mel, log_mel[:, -1:]], dim=1).transpose(1, 2).exp()
         magnitude = self.linear_magnitude(mel)
-        phase = torch.rand(magnitude.shape, generator=torch.Generator().manual_seed(self.seed)).to(magnitude.device)
-        angles = torch.polar(torch.ones_like(magnitude), 2 * math.pi * phase)
+        # one starting phase for every row: a clip's audio must not depend on its place in the batch
+        phase = torch.rand(magnitude.shape[1:], generator=torch.Generator().manual_seed(self.seed)).to(magnitude.device)
+        angles = torch.polar(torch.ones_like(magnitude), 2 * math.pi * phase.expand_as(magnitude))
         previous = torch.zeros_like(angles)
         for _ in range(self.iterations):
             rebuilt = self._stft(self._istft(magnitude * angles, length))

@@ -62,6 +62,9 @@ def test_griffin_lim_rebuilds_the_mel_it_is_given():
     assert (rebuilt - log_mel)[loud].abs().mean() < 0.3
     assert 0.7 < out.pow(2).mean().sqrt() / wav[: out.shape[1]].pow(2).mean().sqrt() < 1.3, "the tone keeps its level"
     np.testing.assert_array_equal(out.numpy(), vocoder(log_mel).numpy()), "the same mel gives the same audio"
+    other = mel.log_magnitude(_tone_with_vibrato(hz=900.0)[None]).transpose(1, 2)[:, :frames]
+    batched = vocoder(torch.cat([other, log_mel]))
+    assert (batched[1] - out[0]).abs().max() < 1e-4, "a clip's audio does not depend on its place in the batch"
     lower = mel.log_magnitude(_tone_with_vibrato(hz=1700.0)[None]).transpose(1, 2)[:, :frames]
     assert (rebuilt - lower)[loud].abs().mean() > 1.0, "a tone elsewhere is far: the check can tell"
 

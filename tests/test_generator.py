@@ -281,6 +281,22 @@ def test_reconstruct_keeps_what_the_oracle_hears():
     assert pipe.reconstruct(audio[:2, :40001]).shape == (2, 40001), "a length off the hop grid comes back at that length"
 
 
+def test_shipped_generator_serves_a_vocoder_that_keeps_steady_tones():
+    """Why the shipped default is Griffin-Lim: whistles and bird chirps survive its codec round trip
+    (the mini HiFi-GAN resynthesises neither; docs/results/generator/vocoder)."""
+    from services.checkpoints import shipped
+    from training.world.clips import make_clip
+    from training.world.oracle import SoundEventDetector
+
+    pipe = TangoPipeline.from_pretrained(shipped("generator"), device="cpu")
+    assert pipe.config.default_vocoder == "griffin-lim"
+    oracle = SoundEventDetector.from_pretrained(shipped("oracle"))
+    tonal = [c for c in (make_clip(3, "heldout", i) for i in range(60)) if [e.event for e in c.truth.events] in (["whistle"], ["bird_chirp"])][:4]
+    assert len(tonal) >= 2
+    heard = oracle.detect(pipe.reconstruct(np.stack([c.audio for c in tonal])))
+    assert all(c.truth.events[0].event in d.present() for c, d in zip(tonal, heard)), [sorted(d.present()) for d in heard]
+
+
 def test_cli_eval_generator_compares_vocoders_on_the_same_prompts(pipe, tmp_path):
     """`tta eval generator --vocoder hifigan,griffin-lim`: one report per vocoder, each with its own
     round trip, and a comparison table; the CLI's spelled-out choices are the pipeline's."""
