@@ -193,3 +193,17 @@ def test_build_dataset_labels_resumes_and_refuses_another_build(tmp_path):
         build_dataset(tmp_path / "ds", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=3, seed=0, generator="tiny@test"), annotator, progress=False)
     with pytest.raises(DatasetError, match="do not fit task 'temporal'"):
         build_dataset(tmp_path / "ds2", compose_prompts("integrity", 2), pipe, settings, annotator, progress=False)
+
+
+def test_cli_eval_rerank_refuses_candidates_cached_for_another_generator(tmp_path):
+    """Cached candidates from another generator version are never mixed in: a clear error, no traceback."""
+    from click.testing import CliRunner
+
+    from tta.cli import main
+
+    cached = tmp_path / "integrity-n2-k2"
+    cached.mkdir()
+    (cached / "dataset.json").write_text(json.dumps({"task": "integrity", "generator": "generator@000000000000"}))
+    result = CliRunner().invoke(main, ["eval", "rerank", "--n", "2", "--k", "2", "--work-dir", str(tmp_path)])
+    assert result.exit_code != 0 and "pass another --work-dir" in result.output and "generator@000000000000" in result.output
+    assert "Traceback" not in result.output

@@ -707,7 +707,12 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
     oracle, _ = _load_oracle(None)
     clap = load_clap(clap_dir or shipped("clap"), pipe.device)
     reward = RewardModel.from_pretrained(reward_dir or shipped("reward"), pipe.device, clap=clap if clap_dir is None and reward_dir is None else None)
-    results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle), reward, clap) for task in RERANK_TASKS}
+    from training.build_dataset import DatasetError
+
+    try:
+        results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle), reward, clap) for task in RERANK_TASKS}
+    except DatasetError as exc:  # e.g. cached candidates from another generator version: say so, no traceback
+        _fail(f"cached candidates in {work_dir} do not fit this run (pass another --work-dir): {exc}")
     ns = tuple(x for x in NS if x <= k)
     table = rerank_table(results, ns)
     _report(rerank_markdown(table, RERANK_TASKS, ns), table, out, as_json, lambda d: rerank_plot(table, RERANK_TASKS, d / "rerank.png", ns))
