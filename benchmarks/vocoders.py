@@ -23,9 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from services.generator import VOCODERS, TangoPipeline  # noqa: E402
-from training.eval_generator import EVAL_SEED  # noqa: E402
+from training.eval_generator import heldout_ground_truth  # noqa: E402
 from training.eval_oracle import score_detections  # noqa: E402
-from training.world.clips import make_clip  # noqa: E402
 from training.world.oracle import load_oracle  # noqa: E402
 
 
@@ -43,10 +42,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     pipe = TangoPipeline.from_pretrained(args.checkpoint or shipped("generator"), device="cpu")
     oracle = load_oracle()
-    clips = [make_clip(EVAL_SEED, "heldout", i) for i in range(args.n)]
-    truths = [[e.event for e in c.truth.events] for c in clips]
-    ordered = [c.truth.relation == "sequence" for c in clips]
-    audio = np.stack([c.audio for c in clips])
+    audio, truths, ordered = heldout_ground_truth(args.n)
     class_ids = list(oracle.config.class_ids)
     rows = {"ground truth": (audio, 0.0)}
     for name in VOCODERS:

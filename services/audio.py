@@ -88,9 +88,9 @@ class MelSpectrogram(torch.nn.Module):
         self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
 
     def power(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.mel_basis @ self._stft(wav).abs().pow(2)
+        return self.mel_basis @ self.stft(wav).abs().pow(2)
 
-    def _stft(self, wav: torch.Tensor) -> torch.Tensor:
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.dim() == 1:
             wav = wav[None]
         return torch.stft(
@@ -112,7 +112,12 @@ class MelSpectrogram(torch.nn.Module):
         return torch.log(self.magnitude(wav).clamp_min(self.cfg.log_floor))
 
     def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.mel_basis @ self._stft(wav).abs()
+        return self.mel_basis @ self.stft(wav).abs()
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """Inverse of `stft` (overlap-add with the same window), trimmed to `length` samples."""
+        c = self.cfg
+        return torch.istft(spec, c.n_fft, c.hop_length, c.win_length, self.window, center=True, length=length)
 
 
 class GriffinLimVocoder(torch.nn.Module):
@@ -130,26 +135,17 @@ class GriffinLimVocoder(torch.nn.Module):
         if iterations < 1 or nnls_iterations < 0 or not 0 <= momentum < 1:
             raise ValueError(f"Griffin-Lim needs iterations >= 1, nnls_iterations >= 0 and 0 <= momentum < 1 (got {iterations}, {nnls_iterations}, {momentum})")
         self.cfg, self.iterations, self.nnls_iterations, self.momentum, self.seed = cfg, iterations, nnls_iterations, momentum, seed
-        basis = torch.from_numpy(mel_filterbank(cfg))
-        self.register_buffer("mel_basis", basis, persistent=False)
-        self.register_buffer("mel_pinv", torch.linalg.pinv(basis), persistent=False)
-        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
+        self.spectrogram = MelSpectrogram(cfg)  # the very STFT and filterbank whose output this inverts
+        self.register_buffer("mel_pinv", torch.linalg.pinv(self.spectrogram.mel_basis), persistent=False)
 
     def linear_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
         """Mel magnitude [B, mels, T] -> non-negative STFT magnitude [B, n_fft/2+1, T] whose mel is closest to it."""
+        basis = self.spectrogram.mel_basis
         spec = (self.mel_pinv @ mel).clamp_min(1e-8)
-        gram_target = self.mel_basis.T @ mel
+        gram_target = basis.T @ mel
         for _ in range(self.nnls_iterations):
-            spec = spec * gram_target / (self.mel_basis.T @ (self.mel_basis @ spec)).clamp_min(1e-12)
+            spec = spec * gram_target / (basis.T @ (basis @ spec)).clamp_min(1e-12)
         return spec
-
-    def _stft(self, wav: torch.Tensor) -> torch.Tensor:
-        c = self.cfg
-        return torch.stft(wav, c.n_fft, c.hop_length, c.win_length, self.window, center=True, pad_mode="reflect", return_complex=True)
-
-    def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        c = self.cfg
-        return torch.istft(spec, c.n_fft, c.hop_length, c.win_length, self.window, center=True, length=length)
 
     @torch.no_grad()
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
@@ -167,11 +163,11 @@ class GriffinLimVocoder(torch.nn.Module):
         angles = torch.polar(torch.ones_like(magnitude), 2 * math.pi * phase.expand_as(magnitude))
         previous = torch.zeros_like(angles)
         for _ in range(self.iterations):
-            rebuilt = self._stft(self._istft(magnitude * angles, length))
+            rebuilt = self.spectrogram.stft(self.spectrogram.istft(magnitude * angles, length))
             angles = rebuilt - previous * (self.momentum / (1 + self.momentum))
             angles = angles / angles.abs().clamp_min(1e-16)
             previous = rebuilt
-        return self._istft(magnitude * angles, length)
+        return self.spectrogram.istft(magnitude * angles, length)
 
 
 def to_float32_mono(audio: np.ndarray) -> np.ndarray:

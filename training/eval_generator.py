@@ -88,13 +88,17 @@ class GeneratorReport:
     examples: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
 
 
+def heldout_ground_truth(n: int, seed: int = EVAL_SEED) -> tuple[np.ndarray, list[list[str]], list[bool]]:
+    """The first `n` held-out world clips: audio [n, samples], their events, and which are sequences
+    (whose order the oracle is scored on)."""
+    clips = [make_clip(seed, "heldout", i) for i in range(n)]
+    return np.stack([c.audio for c in clips]), [[e.event for e in c.truth.events] for c in clips], [c.truth.relation == "sequence" for c in clips]
+
+
 @torch.no_grad()
 def roundtrip(pipe: TangoPipeline, oracle: SoundEventDetector, n: int, seed: int = EVAL_SEED, batch: int = 32, vocoder: str | None = None) -> dict[str, float]:
     """Oracle on held-out ground truth, on its vocoder resynthesis, and on the VAE + vocoder round trip."""
-    clips = [make_clip(seed, "heldout", i) for i in range(n)]
-    truths = [[e.event for e in c.truth.events] for c in clips]
-    ordered = [c.truth.relation == "sequence" for c in clips]
-    audio = np.stack([c.audio for c in clips])
+    audio, truths, ordered = heldout_ground_truth(n, seed)
     vocoded = [pipe.reconstruct(audio[i : i + batch], through_vae=False, vocoder=vocoder) for i in range(0, n, batch)]
     round_trip = [pipe.reconstruct(audio[i : i + batch], vocoder=vocoder) for i in range(0, n, batch)]
     class_ids = list(oracle.config.class_ids)
