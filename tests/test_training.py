@@ -127,3 +127,40 @@ def test_min_snr_weight_and_plain_v_loss():
     torch.testing.assert_close(w, snr.clamp(max=5.0) / (snr + 1))
     assert w[0] < 0.01 and w[2] < 0.01 and w[1] > 0.25
     assert torch.equal(min_snr_weight(sched, t, 0.0), torch.ones(3))
+
+
+def test_retrieval_recalls_count_any_clip_of_an_identical_caption_as_found():
+    """Two clips share the caption 'a': the text 'a' cannot tell them apart, so retrieving either is a
+    hit by caption, while the strict score still wants clip i for text i. Identical texts embed alike, so
+    their rows are equal, and audio->text needs no such variant: a tie with the duplicate is not a loss."""
+    import pytest
+    import torch
+
+    from training.train_clap import retrieval_recalls
+
+    sim = torch.tensor([[0.1, 0.9, 0.5], [0.1, 0.9, 0.5], [0.0, 0.1, 0.7]])  # text x clip
+    recalls = retrieval_recalls(sim, ["a", "a", "b"])
+    assert recalls["text_to_audio.r1"] == pytest.approx(2 / 3)  # text 0 finds clip 1 first
+    assert recalls["text_to_audio_by_caption.r1"] == 1.0  # clip 1 is also captioned 'a'
+    assert recalls["audio_to_text.r1"] == 1.0
+    assert recalls["text_to_audio.r10"] == recalls["text_to_audio_by_caption.r10"] == 1.0
+
+
+def test_clap_fine_tune_starts_from_the_init_checkpoint(tmp_path):
+    """--init: a fine-tune with a vanishing learning rate keeps the init's weights, records the init's
+    version in the MANIFEST, and a config that differs from the init's is refused."""
+    import pytest
+    import torch
+
+    from services.checkpoints import shipped
+    from services.clap import MiniClapConfig, MiniClapModel
+    from services.manifest import checkpoint_version
+    from training.train_clap import train_clap
+
+    kwargs = dict(steps=1, batch_size=8, n_clips=32, eval_n=12, lr=1e-12, work_dir=tmp_path / "run", command="test", init_dir=shipped("clap"))
+    train_clap(tmp_path / "out", **kwargs)
+    assert verify_manifest(tmp_path / "out")["training"]["init"] == checkpoint_version(shipped("clap"))
+    init, tuned = (dict(MiniClapModel.from_pretrained(d).named_parameters()) for d in (shipped("clap"), tmp_path / "out"))
+    assert init.keys() == tuned.keys() and all(torch.allclose(init[k], tuned[k], atol=1e-6) for k in init)  # batch-norm statistics move; weights do not
+    with pytest.raises(ValueError, match="differs from the one of the --init CLAP"):
+        train_clap(tmp_path / "out2", config=MiniClapConfig(audio_layers=1), **{**kwargs, "work_dir": tmp_path / "run2"})

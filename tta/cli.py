@@ -135,14 +135,15 @@ def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_neg
 @click.option("--codec-clips", type=click.IntRange(0), default=0, show_default=True, help="this many training clips (and every held-out one) also go through the generator's VAE + vocoder round trip, so the judge learns how generated audio sounds (~0.2 s a clip on 2 CPU cores, cached)")
 @click.option("--codec-share", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="share of each batch drawn from the round-trip clips")
 @click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator whose codec --codec-clips use (default: the shipped mini generator)")
-def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: int, eval_n: int, lr: float, seed: int, work_dir: Path, checkpoint_every: int, device: str | None, workers: int, codec_clips: int, codec_share: float, generator_dir: Path | None) -> None:
+@click.option("--init", "init_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="a mini CLAP directory to fine-tune instead of starting from random weights (e.g. after the served vocoder changed)")
+def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: int, eval_n: int, lr: float, seed: int, work_dir: Path, checkpoint_every: int, device: str | None, workers: int, codec_clips: int, codec_share: float, generator_dir: Path | None, init_dir: Path | None) -> None:
     """Train the mini CLAP contrastively on the world; writes it with MANIFEST.json (retrieval metrics) to --out."""
     from services.checkpoints import shipped
     from training.train_clap import train_clap
 
     metrics = train_clap(
         out, steps=steps, batch_size=batch_size, n_clips=n_clips, eval_n=eval_n, lr=lr, seed=seed, work_dir=work_dir, checkpoint_every=checkpoint_every, device=device, workers=workers,
-        command=_command_line(), codec_clips=codec_clips, codec_share=codec_share, generator_dir=generator_dir or shipped("generator"),
+        command=_command_line(), codec_clips=codec_clips, codec_share=codec_share, generator_dir=generator_dir or shipped("generator"), init_dir=init_dir,
     )
     click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
@@ -671,7 +672,7 @@ def eval_clap_cmd(clap_dirs: tuple[Path, ...], n: int, generator_dir: Path | Non
     heldout = build_dataset(0, n, "heldout", work_dir)
     codec = None if no_codec else build_codec_logmel(0, n, "heldout", generator_dir or shipped("generator"), work_dir)
     table: dict[str, float] = {}
-    lines = ["| CLAP | text->audio R@1 | R@10 | audio->text R@1 | R@10 | order acc. | codec: text->audio R@1 | R@10 | order acc. |", "|---" * 10 + "|"]
+    lines = ["| CLAP | text->audio R@1 | R@10 | by caption: R@1 | R@10 | audio->text R@1 | R@10 | order acc. | codec: text->audio R@1 | R@10 | by caption: R@10 | order acc. |", "|---" * 12 + "|"]
     for directory in clap_dirs or (shipped("clap"),):
         clap = load_clap(directory)
         if not isinstance(clap, MiniClap):
@@ -679,9 +680,12 @@ def eval_clap_cmd(clap_dirs: tuple[Path, ...], n: int, generator_dir: Path | Non
         name = checkpoint_version(directory)
         metrics = heldout_metrics(clap, heldout, codec)
         table.update({f"{name}.{k}": v for k, v in metrics.items()})
-        cells = [metrics.get(k, float("nan")) for k in ("text_to_audio.r1", "text_to_audio.r10", "audio_to_text.r1", "audio_to_text.r10", "heldout.order_accuracy", "codec_heldout.text_to_audio.r1", "codec_heldout.text_to_audio.r10", "codec_heldout.order_accuracy")]
+        cells = [metrics.get(k, float("nan")) for k in (
+            "text_to_audio.r1", "text_to_audio.r10", "text_to_audio_by_caption.r1", "text_to_audio_by_caption.r10", "audio_to_text.r1", "audio_to_text.r10", "heldout.order_accuracy",
+            "codec_heldout.text_to_audio.r1", "codec_heldout.text_to_audio.r10", "codec_heldout.text_to_audio_by_caption.r10", "codec_heldout.order_accuracy",
+        )]
         lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-    text = "\n".join([f"held-out clips: {n}; codec: {'none' if no_codec else checkpoint_version(generator_dir or shipped('generator'))}", "", *lines])
+    text = "\n".join([f"held-out clips: {n}; codec: {'none' if no_codec else checkpoint_version(generator_dir or shipped('generator'))}; 'by caption': any clip with the query's exact caption counts", "", *lines])
     _report(text, table, out, as_json)
 
 
