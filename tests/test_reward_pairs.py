@@ -117,3 +117,23 @@ def test_pretraining_on_pairs_teaches_the_head_to_rank_a_prompts_clips(tmp_path)
     history = json.loads((tmp_path / "pre" / "history.json").read_text())
     assert len(history["pretrain"]) == 20 and history["finetune"][0]["epoch"] == 0
     assert (tmp_path / "pre" / "curves.png").stat().st_size > 0 and "curves.png" in manifest["files"]
+
+
+def test_order_contrast_adds_a_reordered_sibling_of_each_temporal_clip(tmp_path):
+    """The sibling holds the same events in another order; heard against the first clip's prompts, its
+    caption is now wrong (label 0) and its own caption is right (label 1). Integrity clips get none."""
+    from training.reward_pairs import ORDER_SIBLING_OFFSET, PAIR_SEED, PAIR_SPLIT_INDEX, _chunk_pairs, reordered_spec
+
+    plain = build_world_pairs(4, TinyClap(), None, tmp_path, tag="t", chunk=4, progress=False)
+    contrast = build_world_pairs(4, TinyClap(), None, tmp_path, tag="t", chunk=4, progress=False, order_contrast=True)
+    assert len(plain.audio_emb) == 4 and len(contrast.audio_emb) == 6  # clips 1 and 3 are temporal
+    assert contrast.summary()["order_contrast"] is True and plain.summary()["order_contrast"] is False
+    audio, clip, text, label = _chunk_pairs(PAIR_SEED, 0, 2, order_contrast=True)
+    first = make_clip(PAIR_SEED, "train", PAIR_SPLIT_INDEX + 1, task="temporal")
+    sibling = [(t, y) for c, t, y in zip(clip, text, label) if c == 2]
+    assert len(audio) == 3 and sibling[0] == (first.truth.caption, 0)
+    spec = reordered_spec(first.spec, np.random.default_rng([PAIR_SEED, 71, 1]))
+    assert sorted(spec.events) == sorted(first.spec.events) and spec.events != first.spec.events
+    assert sibling[-1] == (spec.caption, 1)
+    rendered = make_clip(PAIR_SEED, "train", PAIR_SPLIT_INDEX + ORDER_SIBLING_OFFSET + 1, spec=spec)
+    assert [e.event for e in sorted(rendered.truth.events, key=lambda e: e.onset)] == spec.events

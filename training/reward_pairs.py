@@ -30,7 +30,7 @@ from services.generator import TangoPipeline
 from training.annotation import oracle_label
 from training.eval_generator import prompt_of, task_of
 from training.world import captions as cap
-from training.world.clips import ClipSpec, EventTruth, has_heldout_pair, make_clip, phrase
+from training.world.clips import Clip, ClipSpec, EventTruth, has_heldout_pair, make_clip, phrase
 from training.world.events import EVENT_IDS
 from training.world.oracle import Detection
 from training.world.prompts import PromptSpec
@@ -38,6 +38,7 @@ from training.world.prompts import PromptSpec
 PAIR_SEED = 1  # world seed of the pair clips; the CLAP trained on seed 0's clips
 PAIR_SPLIT_INDEX = 3_000_000  # clip indices start here: a stream apart from every other use of the seed
 PAIR_TASKS = ("integrity", "temporal")
+ORDER_SIBLING_OFFSET = 500_000  # clip indices of the reordered siblings (`order_contrast`)
 
 
 def caption_prompt(rng: np.random.Generator, events: list[str], relation: str = "sequence") -> PromptSpec:
@@ -84,6 +85,7 @@ class WorldPairs:
     text: list[str]  # [pairs]
     label: np.ndarray  # [pairs] 0/1
     text_emb: np.ndarray | None = None  # [pairs, D] once embedded
+    order_contrast: bool = False  # temporal clips came with reordered siblings
 
     def __len__(self) -> int:
         return len(self.label)
@@ -95,34 +97,57 @@ class WorldPairs:
         self.text_emb = table[[row[t] for t in self.text]].astype(np.float32)
         return self
 
-    def summary(self) -> dict[str, float]:
-        return {"clips": float(len(self.audio_emb)), "pairs": float(len(self)), "positive_rate": float(self.label.mean())}
+    def summary(self) -> dict[str, float | bool]:
+        return {"clips": float(len(self.audio_emb)), "pairs": float(len(self)), "positive_rate": float(self.label.mean()), "order_contrast": self.order_contrast}
 
 
-def _chunk_pairs(seed: int, start: int, n: int) -> tuple[list[np.ndarray], list[int], list[str], list[int]]:
-    """Render clips start..start+n (alternating integrity and temporal), their prompts and labels."""
+def reordered_spec(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
+    """The same events and phrasing in another audio order (the caption names them in that order)."""
+    perms = [p for p in itertools.permutations(range(len(spec.events))) if list(p) != list(range(len(spec.events)))]
+    p = perms[int(rng.integers(len(perms)))]
+    return ClipSpec([spec.events[i] for i in p], spec.relation, spec.template, [spec.clauses[i] for i in p], [spec.nouns[i] for i in p])
+
+
+def _chunk_pairs(seed: int, start: int, n: int, order_contrast: bool = False) -> tuple[list[np.ndarray], list[int], list[str], list[int]]:
+    """Render clips start..start+n (alternating integrity and temporal), their prompts and labels.
+
+    With `order_contrast`, each temporal clip gets a sibling clip of the same events in another order,
+    heard against the first clip's prompts and its own caption. The pairs above fix the audio and vary
+    the text; a reranker fixes the text and varies the audio, and on temporal prompts its candidates
+    mostly hold the same three events (only their order differs), which these siblings show it."""
     audio, clip, text, label = [], [], [], []
-    for j, i in enumerate(range(start, start + n)):
-        c = make_clip(seed, "train", PAIR_SPLIT_INDEX + i, task=PAIR_TASKS[i % 2])  # type: ignore[arg-type]
+
+    def add(c: Clip, prompts: list[PromptSpec]) -> None:
         audio.append(c.audio)
-        for p in candidate_prompts(c.spec, np.random.default_rng([seed, 67, i])):
-            clip.append(j)
+        for p in prompts:
+            clip.append(len(audio) - 1)
             text.append(p.prompt)
             label.append(truth_label(c.truth.events, p))
+
+    for i in range(start, start + n):
+        c = make_clip(seed, "train", PAIR_SPLIT_INDEX + i, task=PAIR_TASKS[i % 2])  # type: ignore[arg-type]
+        prompts = candidate_prompts(c.spec, np.random.default_rng([seed, 67, i]))
+        add(c, prompts)
+        if order_contrast and c.spec.task == "temporal":
+            spec = reordered_spec(c.spec, np.random.default_rng([seed, 71, i]))
+            add(make_clip(seed, "train", PAIR_SPLIT_INDEX + ORDER_SIBLING_OFFSET + i, spec=spec), [*prompts, prompt_of(spec)])
     return audio, clip, text, label
 
 
-def build_world_pairs(n_clips: int, clap: ClapEmbedder, pipe: TangoPipeline | None, cache_dir: Path, tag: str, seed: int = PAIR_SEED, chunk: int = 128, progress: bool = True) -> WorldPairs:
-    """n_clips world clips (through `pipe`'s codec unless it is None) and their labelled prompts.
+def build_world_pairs(n_clips: int, clap: ClapEmbedder, pipe: TangoPipeline | None, cache_dir: Path, tag: str, seed: int = PAIR_SEED, chunk: int = 128, progress: bool = True, order_contrast: bool = False) -> WorldPairs:
+    """n_clips world clips (through `pipe`'s codec unless it is None) and their labelled prompts, plus a
+    reordered sibling of each temporal clip with `order_contrast` (see `_chunk_pairs`).
 
     `tag` names the generator and CLAP versions the cached embeddings belong to."""
+    if order_contrast:
+        tag = f"{tag}-order"
     cache_dir.mkdir(parents=True, exist_ok=True)
     audio_parts, clips, texts, labels = [], [], [], []
     for start in tqdm(range(0, n_clips, chunk), desc="world pairs", unit="chunk", disable=not progress):
         n = min(chunk, n_clips - start)
         part = cache_dir / f"pairs-{tag}-{seed}-{start}-{n}.npz"
         if not part.is_file():
-            audio, clip, text, label = _chunk_pairs(seed, start, n)
+            audio, clip, text, label = _chunk_pairs(seed, start, n, order_contrast)
             wav = np.stack(audio)
             rate = SAMPLE_RATE
             if pipe is not None:
@@ -137,4 +162,4 @@ def build_world_pairs(n_clips: int, clap: ClapEmbedder, pipe: TangoPipeline | No
         audio_parts.append(data["audio_emb"])
         texts += data["text"].tolist()
         labels.append(data["label"])
-    return WorldPairs(np.concatenate(audio_parts), np.concatenate(clips), texts, np.concatenate(labels).astype(np.float32))
+    return WorldPairs(np.concatenate(audio_parts), np.concatenate(clips), texts, np.concatenate(labels).astype(np.float32), order_contrast=order_contrast)
