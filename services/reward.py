@@ -30,19 +30,31 @@ class RewardHeadConfig(BaseModel):
     clap: str = "../clap"  # the CLAP whose embeddings the head reads (relative to the checkpoint directory)
     embed_dim: int = Field(512, ge=1)
     hidden_dim: int = Field(512, ge=1)
+    # adds a learned multiple of the CLAP cosine to the logit: an MLP on concatenated embeddings has no
+    # product of the two, so it can only approximate the text-audio match it is meant to judge
+    cosine_skip: bool = False
 
 
 class RewardHead(ConfigModel):
-    """[audio embedding ; text embedding] -> MLP -> logit (sigmoid gives the acceptance probability)."""
+    """[audio embedding ; text embedding] -> MLP -> logit (sigmoid gives the acceptance probability).
+
+    BATON's head exactly, unless `cosine_skip` adds w * cos(audio, text) to the logit. w starts at 10, so the
+    CLAP's own judgement carries weight from the first step (starting at 0, the MLP fit the training pairs
+    alone and w only reached 0.17)."""
 
     config_class = RewardHeadConfig
 
     def __init__(self, config: RewardHeadConfig) -> None:
         super().__init__(config)
         self.mlp = nn.Sequential(nn.Linear(2 * config.embed_dim, config.hidden_dim), nn.ReLU(), nn.Linear(config.hidden_dim, 1))
+        if config.cosine_skip:
+            self.cosine_weight = nn.Parameter(torch.tensor(10.0))
 
     def logits(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([audio_emb, text_emb], dim=-1)).squeeze(-1)
+        logit = self.mlp(torch.cat([audio_emb, text_emb], dim=-1)).squeeze(-1)
+        if self.config.cosine_skip:
+            logit = logit + self.cosine_weight * nn.functional.cosine_similarity(audio_emb, text_emb, dim=-1)
+        return logit
 
     def forward(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Reward in (0, 1), one per row."""

@@ -52,6 +52,27 @@ def test_onnx_head_matches_torch_on_any_batch_size(tmp_path):
         assert np.abs(session(a, t) - want).max() < 1e-4
 
 
+def test_cosine_skip_head_starts_as_batons_head_and_learns_the_cosine_weight(tmp_path):
+    """`cosine_skip` adds one scalar w (10 at init) times the cosine of the two embeddings to the plain
+    MLP's logit; the loss moves w, and the ONNX export keeps the extra term."""
+    torch.manual_seed(0)
+    plain, skip = RewardHead(RewardHeadConfig(embed_dim=8, hidden_dim=4)), RewardHead(RewardHeadConfig(embed_dim=8, hidden_dim=4, cosine_skip=True))
+    skip.mlp.load_state_dict(plain.mlp.state_dict())
+    assert [n for n, _ in skip.named_parameters()] == ["cosine_weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    a, t = torch.randn(6, 8), torch.randn(6, 8)
+    assert torch.allclose(skip.logits(a, t), plain.logits(a, t) + 10 * torch.nn.functional.cosine_similarity(a, t, dim=-1))
+    # clips that match their text (cosine 1) are rejected, the rest accepted: w must shrink
+    t = torch.cat([a[:3], -a[3:]])
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    reward_loss(skip, a, t, y).backward()
+    assert skip.cosine_weight.grad > 0
+    export_onnx(skip.eval(), tmp_path / ONNX_NAME)
+    with torch.no_grad():
+        want = skip(a, t).numpy()
+    assert np.abs(OnnxRewardHead(tmp_path / ONNX_NAME, "cpu")(a.numpy(), t.numpy()) - want).max() < 1e-5
+    assert np.abs(want - plain(a, t).detach().numpy()).max() > 0.01
+
+
 def test_roc_auc_counts_ordered_pairs_and_ties():
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     assert roc_auc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)

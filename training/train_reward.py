@@ -158,6 +158,7 @@ def train_reward(
     pretrain_epochs: int = 10,
     pretrain_lr: float = 1e-3,
     pair_replay: float = 0.0,
+    cosine_skip: bool = False,
 ) -> dict[str, float]:
     """Pretrain on world pairs (when given), then fine-tune on the labelled clips; `pair_replay` > 0
     keeps a batch of pairs in every fine-tuning step with that weight."""
@@ -174,7 +175,7 @@ def train_reward(
 
     # model
     # the head names its CLAP relative to its own directory, so the pair moves together
-    head = RewardHead(RewardHeadConfig(clap=os.path.relpath(Path(clap_dir).resolve(), Path(out).resolve()), embed_dim=xa.shape[1]))
+    head = RewardHead(RewardHeadConfig(clap=os.path.relpath(Path(clap_dir).resolve(), Path(out).resolve()), embed_dim=xa.shape[1], cosine_skip=cosine_skip))
     metrics: dict[str, float] = {}
 
     def validate() -> dict[str, float]:

@@ -166,10 +166,11 @@ def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: 
 @click.option("--pretrain-epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--pretrain-lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
 @click.option("--pair-replay", type=click.FloatRange(0), default=0.0, show_default=True, help="weight of a batch of world pairs kept in every fine-tuning step")
+@click.option("--cosine-skip", is_flag=True, help="add a learned multiple of the CLAP cosine to the head's logit (BATON's head has none)")
 @click.option("--order-contrast", is_flag=True, help="world pairs: each temporal clip also gets a sibling with the same events in another order, heard against the same prompts")
 @click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="codec the world-pair clips go through (default: the shipped generator)")
 @click.option("--device", default="cpu", show_default=True, help="CLAP device for embedding the clips")
-def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...], fmt: str, task: str | None, audio_root: Path | None, eval_dirs: tuple[Path, ...], clap_dir: Path | None, out: Path, epochs: int, batch_size: int, lr: float, seed: int, work_dir: Path, world_pairs: int, pretrain_epochs: int, pretrain_lr: float, pair_replay: float, order_contrast: bool, generator_dir: Path | None, device: str) -> None:
+def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...], fmt: str, task: str | None, audio_root: Path | None, eval_dirs: tuple[Path, ...], clap_dir: Path | None, out: Path, epochs: int, batch_size: int, lr: float, seed: int, work_dir: Path, world_pairs: int, pretrain_epochs: int, pretrain_lr: float, pair_replay: float, cosine_skip: bool, order_contrast: bool, generator_dir: Path | None, device: str) -> None:
     """Train BATON's reward head (BCE) on frozen CLAP embeddings; writes safetensors + ONNX + MANIFEST."""
     from services.checkpoints import shipped
     from services.clap import load_clap
@@ -211,7 +212,7 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
         pairs = build_world_pairs(world_pairs, clap, pipe, work_dir / "pairs", tag, order_contrast=order_contrast).embed_texts(clap)
     elif order_contrast:
         _fail("--order-contrast shapes the world pairs: give --world-pairs N")
-    metrics = train_reward(clips, clap, clap_dir, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_sets=evals, command=_command_line(), sources=sources, pairs=pairs, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr, pair_replay=pair_replay)
+    metrics = train_reward(clips, clap, clap_dir, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, eval_sets=evals, command=_command_line(), sources=sources, pairs=pairs, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr, pair_replay=pair_replay, cosine_skip=cosine_skip)
     click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
 
