@@ -52,7 +52,7 @@ def test_onnx_head_matches_torch_on_any_batch_size(tmp_path):
         assert np.abs(session(a, t) - want).max() < 1e-4
 
 
-def test_cosine_skip_head_starts_as_batons_head_and_learns_the_cosine_weight(tmp_path):
+def test_cosine_skip_head_adds_a_learned_multiple_of_the_cosine(tmp_path):
     """`cosine_skip` adds one scalar w (10 at init) times the cosine of the two embeddings to the plain
     MLP's logit; the loss moves w, and the ONNX export keeps the extra term."""
     torch.manual_seed(0)
