@@ -122,7 +122,8 @@ def test_pretraining_on_pairs_teaches_the_head_to_rank_a_prompts_clips(tmp_path)
 def test_order_contrast_adds_a_reordered_sibling_of_each_temporal_clip(tmp_path):
     """The sibling holds the same events in another order; heard against the first clip's prompts, its
     caption is now wrong (label 0) and its own caption is right (label 1). Integrity clips get none."""
-    from training.reward_pairs import ORDER_SIBLING_OFFSET, PAIR_SEED, PAIR_SPLIT_INDEX, _chunk_pairs, reordered_spec
+    from training.reward_pairs import ORDER_SIBLING_OFFSET, PAIR_SEED, PAIR_SPLIT_INDEX, _chunk_pairs
+    from training.world.clips import reordered_spec
 
     plain = build_world_pairs(4, TinyClap(), None, tmp_path, tag="t", chunk=4, progress=False)
     contrast = build_world_pairs(4, TinyClap(), None, tmp_path, tag="t", chunk=4, progress=False, order_contrast=True)

@@ -30,7 +30,7 @@ from services.generator import TangoPipeline
 from training.annotation import oracle_label
 from training.eval_generator import prompt_of, task_of
 from training.world import captions as cap
-from training.world.clips import Clip, ClipSpec, EventTruth, has_heldout_pair, make_clip, phrase
+from training.world.clips import Clip, ClipSpec, EventTruth, has_heldout_pair, make_clip, phrase, reordered_spec
 from training.world.events import EVENT_IDS
 from training.world.oracle import Detection
 from training.world.prompts import PromptSpec
@@ -99,13 +99,6 @@ class WorldPairs:
 
     def summary(self) -> dict[str, float | bool]:
         return {"clips": float(len(self.audio_emb)), "pairs": float(len(self)), "positive_rate": float(self.label.mean()), "order_contrast": self.order_contrast}
-
-
-def reordered_spec(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
-    """The same events and phrasing in another audio order (the caption names them in that order)."""
-    perms = [p for p in itertools.permutations(range(len(spec.events))) if list(p) != list(range(len(spec.events)))]
-    p = perms[int(rng.integers(len(perms)))]
-    return ClipSpec([spec.events[i] for i in p], spec.relation, spec.template, [spec.clauses[i] for i in p], [spec.nouns[i] for i in p])
 
 
 def _chunk_pairs(seed: int, start: int, n: int, order_contrast: bool = False) -> tuple[list[np.ndarray], list[int], list[str], list[int]]:

@@ -10,7 +10,6 @@ evaluation the MANIFEST records: text->audio retrieval R@1/R@10 over 1000 held-o
 
 from __future__ import annotations
 
-import itertools
 import math
 from multiprocessing import Pool
 from pathlib import Path
@@ -26,8 +25,7 @@ from services.generator import TangoPipeline
 from services.manifest import checkpoint_version, write_manifest
 from services.text_encoder import TextEncoder
 from training.train_generator import Stage, pick_device, show
-from training.world import captions as cap
-from training.world.clips import Clip, ClipSpec, make_clip, make_scene_clip
+from training.world.clips import Clip, ClipSpec, make_clip, make_scene_clip, reordered_spec
 
 SCENE_FRACTION = 0.2  # share of training clips that realise an open prompt (scene description)
 
@@ -37,9 +35,7 @@ def reordered_caption(spec: ClipSpec, rng: np.random.Generator) -> str | None:
     """The clip's caption with its events named in another order (None if order is not stated)."""
     if spec.relation != "sequence" or len(spec.events) < 2:
         return None
-    perms = [p for p in itertools.permutations(range(len(spec.events))) if list(p) != list(range(len(spec.events)))]
-    p = perms[int(rng.integers(len(perms)))]
-    return cap.render_caption(spec.template, [spec.clauses[i] for i in p], [spec.nouns[i] for i in p])
+    return reordered_spec(spec, rng).caption
 
 
 def render_clip(seed: int, split: str, i: int) -> Clip:
@@ -164,7 +160,8 @@ def retrieval_recalls(sim: torch.Tensor, texts: list[str]) -> dict[str, float]:
     same_caption = torch.from_numpy(names[:, None] == names[None, :])
     best_same = sim.masked_fill(~same_caption, -torch.inf).amax(1)
     out = {}
-    for name, s, true_score in (("text_to_audio", sim, sim[target, target]), ("audio_to_text", sim.T, sim[target, target]), ("text_to_audio_by_caption", sim, best_same)):
+    own = sim[target, target]
+    for name, s, true_score in (("text_to_audio", sim, own), ("audio_to_text", sim.T, own), ("text_to_audio_by_caption", sim, best_same)):
         rank = (s > true_score[:, None]).sum(1)  # how many candidates beat the true one
         out[f"{name}.r1"] = float((rank < 1).float().mean())
         out[f"{name}.r10"] = float((rank < 10).float().mean())

@@ -87,6 +87,13 @@ class ClipSpec:
         return "integrity"
 
 
+def reordered_spec(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
+    """The same events and phrasing in another audio order (its caption names them in that order)."""
+    perms = [p for p in itertools.permutations(range(len(spec.events))) if list(p) != list(range(len(spec.events)))]
+    p = perms[int(rng.integers(len(perms)))]
+    return ClipSpec([spec.events[i] for i in p], spec.relation, spec.template, [spec.clauses[i] for i in p], [spec.nouns[i] for i in p])
+
+
 @lru_cache(maxsize=1)
 def heldout_pairs() -> frozenset[frozenset[str]]:
     """A fixed set of event pairs (about 12% of all) that never co-occur in training clips."""
