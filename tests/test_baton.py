@@ -117,10 +117,15 @@ def test_train_baton_end_to_end_tiny_and_resumes(feedback, tmp_path):
     assert changed, "the UNet was trained"
     assert all(torch.equal(a, b) for a, b in zip(tuned.vae.state_dict().values(), init.vae.state_dict().values())), "the VAE is frozen"
     assert tuned.generate("a dog barks", seed=0, steps=2).waveforms.shape == (1, 1, 4096)
-    # asking for more steps resumes from the saved state (step 3), reusing the cached latents
-    train_baton(feedback / "init", out, steps=5, **kwargs)
+    assert manifest["metrics"] == {} and manifest["evaluation"] is None
+    # asking for more steps resumes from the saved state (step 3), reusing the cached latents; --eval-n
+    # puts the generator evaluation's metrics into the MANIFEST
+    train_baton(feedback / "init", out, steps=5, eval_n=1, **kwargs)
     log = [json.loads(line) for line in (work / "unet" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    manifest = verify_manifest(out)
+    assert manifest["evaluation"]["prompts_per_task"] == 1
+    assert {"single.presence", "integrity.accuracy", "temporal.accuracy", "roundtrip.presence_f1"} <= set(manifest["metrics"])
 
 
 def test_train_baton_refuses_missing_data(feedback, tmp_path):

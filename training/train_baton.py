@@ -180,12 +180,13 @@ def train_baton(
     checkpoint_every: int = 100,
     device: str | None = None,
     command: str | None = None,
-    eval_fn=None,
+    eval_n: int = 0,
 ) -> dict:
     """Fine-tune `init`'s UNet (resuming from work_dir) and write the fine-tuned generator to `out`.
 
     batch_size counts the rows of each term: one step sees batch_size pretraining and batch_size
-    feedback clips. eval_fn(pipe) -> metrics, if given, goes into the MANIFEST."""
+    feedback clips. eval_n > 0 evaluates the result as `tta train generator` does (eval_n held-out prompts
+    per task, N=1, and the VAE/vocoder round trip) and puts the metrics into the MANIFEST."""
     hd_dirs, rd_dirs = [Path(d) for d in hd_dirs], [Path(d) for d in rd_dirs]
     if not hd_dirs and not rd_dirs:
         raise ValueError("no feedback data: give --feedback (labelled, HD) and/or --reward-data (reward-scored, RD) directories")
@@ -254,7 +255,13 @@ def train_baton(
     # output: the init generator with the fine-tuned UNet
     pipe.unet = unet.eval().requires_grad_(False)
     pipe.save_pretrained(out)
-    metrics = eval_fn(pipe) if eval_fn is not None else {}
+    metrics, evaluation = {}, None
+    if eval_n:
+        from training.eval_generator import evaluate_generator
+
+        report = evaluate_generator(pipe, n=eval_n, roundtrip_n=eval_n)
+        metrics = {k: round(v, 5) for k, v in report.metrics.items()}
+        evaluation = {"device": str(pipe.device), "settings": report.settings, "prompts_per_task": eval_n, "seed": 1}
     history = [json.loads(line) for line in (stage.dir / "log.jsonl").read_text().splitlines() if line.strip()]
     (out / TRAINING_LOG).write_text("".join(json.dumps(r) + "\n" for r in history))  # the curves travel with the weights
     write_manifest(
@@ -268,6 +275,7 @@ def train_baton(
             "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "n_pretrain": len(pre), "feedback_clips": len(fb)},
             "data": described,
             "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,
+            "evaluation": evaluation,
         },
     )
     return metrics

@@ -230,8 +230,9 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="fine-tuned generator directory")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton/run"), show_default=True, help="latent cache, train state (resumes), log")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--eval-n", type=click.IntRange(0), default=0, show_default=True, help="held-out prompts per task to evaluate the result on (as `tta eval generator`; metrics go into its MANIFEST); 0 skips")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, seed: int, out: Path, work_dir: Path, checkpoint_every: int, device: str | None) -> None:
+def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, device: str | None) -> None:
     """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only)."""
     from services.checkpoints import shipped
     from training.build_dataset import DatasetError
@@ -254,6 +255,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
             checkpoint_every=checkpoint_every,
             device=device,
             command=_command_line(),
+            eval_n=eval_n,
         )
     except (ValueError, DatasetError, FileNotFoundError) as exc:
         _fail(str(exc))
