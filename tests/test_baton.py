@@ -156,3 +156,43 @@ def test_the_same_command_fine_tunes_a_converted_tango(feedback, tmp_path):
     tuned = TangoPipeline.from_pretrained(out)
     assert tuned.config.text_encoder == TangoPipeline.from_pretrained(converted).config.text_encoder, "only the UNet changed"
     assert tuned.generate("a dog barks", seed=0, steps=1, duration_s=0.5).waveforms.shape[0] == 1
+
+
+def test_pick_metrics_count_every_candidate_at_n1():
+    """N=1 is the mean over all K candidates (each is one plain generation), not the first one alone."""
+    import numpy as np
+
+    from training.eval_baton import pick_metrics
+    from training.eval_rerank import CandidateScores
+
+    labels = np.array([[0, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 0]])
+    reward = np.array([[0.9, 0.1, 0.2, 0.3], [0.1, 0.2, 0.8, 0.3], [0.5, 0.4, 0.3, 0.2]])
+    m = pick_metrics(CandidateScores(labels=labels, clap=np.zeros((3, 4)), reward=reward))
+    assert m["n1"] == pytest.approx(5 / 12)  # the first candidates alone would say 0
+    assert m["best_of_4"] == pytest.approx(1 / 3)  # picks 0 (rejected), 2 (accepted), 0 (rejected)
+    assert m["n1_se"] == pytest.approx(np.std([0.5, 0.75, 0.0], ddof=1) / np.sqrt(3))
+
+
+def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path):
+    """`tta eval baton` at tiny size: rows named as given, the same generator twice gives deltas of zero,
+    and --out writes the report and the training curves of a fine-tuned row."""
+    from click.testing import CliRunner
+
+    from training.train_baton import train_baton
+    from tta.cli import main
+
+    tuned = tmp_path / "tuned"
+    train_baton(feedback / "init", tuned, hd_dirs=[feedback / "hd"], batch_size=1, n_pretrain=1, steps=2, work_dir=tmp_path / "w", device="cpu", command="test")
+    work, out = tmp_path / "eval", tmp_path / "report"
+    args = ["eval", "baton", "--model", f"base={feedback / 'init'}", "--model", f"hd={feedback / 'init'}", "--model", f"rd={tuned}", "--n", "2", "--work-dir", str(work), "--out", str(out), "--device", "cpu", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.output.strip().splitlines()[-1])
+    for key in ("integrity.n1", "integrity.n1_se", "temporal.best_of_4", "clap.n1", "single.n1"):
+        assert table[f"hd.{key}"] == table[f"base.{key}"], key
+    assert {"rd.temporal.n1", "rd.single.n1"} <= set(table)
+    lines = (out / "report.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["base", "hd", "rd"] * 2
+    assert "(+0.0)" in lines[3] and (out / "training.png").stat().st_size > 0
+    bad = CliRunner().invoke(main, ["eval", "baton", "--model", f"best={tuned}"])
+    assert bad.exit_code != 0 and "NAME one of base, hd, rd, hd+rd" in bad.output

@@ -2,9 +2,11 @@
 
 Per generator (rows base, hd, rd, hd+rd): n held-out integrity and temporal prompts with K=4 candidates
 each (built and oracle-labelled by the dataset builder, cached, resumable), plus n single-event prompts.
-Columns at N=1 (the first candidate, as a plain generation) and, in "+ best-of-4" rows, with the reward
-model picking among the four: oracle integrity, oracle temporal, CLAP score (cosine of the user's
-prompt and the clip, mean over both tasks) and single-event presence.
+Columns at N=1 (a plain generation: the mean over all four candidates, each an independent N=1 sample,
+so the estimate rests on 4n clips rather than n) and, in "best-of-4" rows, with the reward model picking
+among the four: oracle integrity, oracle temporal, CLAP score (cosine of the user's prompt and the clip,
+mean over both tasks) and single-event presence. Each N=1 accuracy carries its standard error across
+prompts (`{task}.n1_se`), so a difference between rows can be told from noise.
 """
 
 from __future__ import annotations
@@ -16,12 +18,24 @@ import numpy as np
 from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
 from services.reward import RewardModel
-from training.eval_rerank import build_candidates, score_candidates
+from training.eval_rerank import CandidateScores, build_candidates, score_candidates
 from training.world.oracle import SoundEventDetector
 
 ROWS = ("base", "hd", "rd", "hd+rd")
 K = 4
 COLUMNS = ("integrity", "temporal", "clap", "single")
+
+
+def pick_metrics(scores: CandidateScores) -> dict[str, float]:
+    """One task's oracle accuracy at N=1 (mean over every candidate: each is a plain generation), its
+    standard error across prompts, and with the reward model picking the best of the K candidates."""
+    per_prompt = scores.labels.mean(1)
+    best = scores.reward.argmax(1)
+    return {
+        "n1": float(per_prompt.mean()),
+        "n1_se": float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else float("nan"),
+        "best_of_4": float(scores.labels[np.arange(len(best)), best].mean()),
+    }
 
 
 def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Path, oracle: SoundEventDetector, reward_model: RewardModel, clap: ClapEmbedder, progress: bool = True) -> dict[str, float]:
@@ -32,23 +46,21 @@ def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Pat
     for task in ("integrity", "temporal"):
         directory = build_candidates(task, n, K, work_dir, pipe, generator_dir, oracle, progress=progress)  # type: ignore[arg-type]
         scores = score_candidates(directory, reward_model, clap)
-        rows = np.arange(len(scores.labels))
-        best = scores.reward.argmax(1)
-        out[f"{task}.n1"] = float(scores.labels[:, 0].mean())
-        out[f"{task}.best_of_4"] = float(scores.labels[rows, best].mean())
-        clap_n1.append(scores.clap[:, 0])
-        clap_n4.append(scores.clap[rows, best])
+        out.update({f"{task}.{key}": value for key, value in pick_metrics(scores).items()})
+        clap_n1.append(scores.clap.reshape(-1))
+        clap_n4.append(scores.clap[np.arange(len(scores.clap)), scores.reward.argmax(1)])
     out["clap.n1"] = float(np.concatenate(clap_n1).mean())
     out["clap.best_of_4"] = float(np.concatenate(clap_n4).mean())
     singles = [p for p in heldout_prompts(n) if task_of(p) == "single"][:n]
     report = evaluate_generator(pipe, prompts=singles, oracle=oracle, roundtrip_n=0, progress=progress)
-    out["single.n1"] = report.metrics["single.presence"]
+    single = out["single.n1"] = report.metrics["single.presence"]
+    out["single.n1_se"] = float(np.sqrt(single * (1 - single) / len(singles)))
     out["prompts_per_task"] = float(n)
     return out
 
 
 def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{row}.{column}.{n1|best_of_4} -> value (single-event presence only at n1)."""
+    """{row}.{column}.{n1|n1_se|best_of_4} -> value (single-event presence only at n1)."""
     return {f"{row}.{key}": value for row, metrics in rows.items() for key, value in metrics.items()}
 
 
@@ -65,6 +77,7 @@ def baton_markdown(rows: dict[str, dict[str, float]]) -> str:
                     continue
                 value = m[key]
                 delta = f" ({(value - base[key]) * 100:+.1f})" if base is not None and row != "base" and col != "clap" else ""
-                cells.append(f"{value:.4f}" if col == "clap" else f"{value:.3f}{delta}")
+                se = f" ±{m[key + '_se']:.3f}" if key + "_se" in m else ""
+                cells.append(f"{value:.4f}" if col == "clap" else f"{value:.3f}{se}{delta}")
             lines.append(f"| {row} | {pick} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
