@@ -173,6 +173,22 @@ def test_pick_metrics_count_every_candidate_at_n1():
     assert m["n1_se"] == pytest.approx(np.std([0.5, 0.75, 0.0], ddof=1) / np.sqrt(3))
 
 
+def test_paired_deltas_cancel_prompt_difficulty():
+    """A row that gains the same on every prompt has a paired standard error of zero, however much the
+    prompts differ; the base row gets none."""
+    import numpy as np
+
+    from training.eval_baton import add_paired_deltas, baton_markdown
+
+    base = np.array([0.0, 0.25, 1.0, 0.5])
+    rows = {name: {"integrity.n1": float(v.mean()), "temporal.n1": 0.0, "clap.n1": 0.5, "single.n1": 1.0, "integrity.best_of_4": 0.0, "temporal.best_of_4": 0.0, "clap.best_of_4": 0.5} for name, v in (("base", base), ("hd", base + 0.25), ("rd", base[::-1]))}
+    add_paired_deltas(rows, {"base": {"integrity": base}, "hd": {"integrity": base + 0.25}, "rd": {"integrity": base[::-1]}})
+    assert "integrity.n1_delta_se" not in rows["base"]
+    assert rows["hd"]["integrity.n1_delta_se"] == pytest.approx(0.0)
+    assert rows["rd"]["integrity.n1_delta_se"] == pytest.approx(np.std(base[::-1] - base, ddof=1) / 2)
+    assert "(+25.0 ±0.0)" in baton_markdown(rows).splitlines()[3]
+
+
 def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path):
     """`tta eval baton` at tiny size: rows named as given, the same generator twice gives deltas of zero,
     and --out writes the report and the training curves of a fine-tuned row."""

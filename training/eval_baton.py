@@ -6,7 +6,8 @@ Columns at N=1 (a plain generation: the mean over all four candidates, each an i
 so the estimate rests on 4n clips rather than n) and, in "best-of-4" rows, with the reward model picking
 among the four: oracle integrity, oracle temporal, CLAP score (cosine of the user's prompt and the clip,
 mean over both tasks) and single-event presence. Each N=1 accuracy carries its standard error across
-prompts (`{task}.n1_se`), so a difference between rows can be told from noise.
+prompts (`{task}.n1_se`), and each row's difference from base the paired standard error
+(`{task}.n1_delta_se`: same prompts, same seeds), so a difference can be told from noise.
 """
 
 from __future__ import annotations
@@ -38,15 +39,25 @@ def pick_metrics(scores: CandidateScores) -> dict[str, float]:
     }
 
 
-def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Path, oracle: SoundEventDetector, reward_model: RewardModel, clap: ClapEmbedder, progress: bool = True) -> dict[str, float]:
+def paired_delta_se(row: np.ndarray, base: np.ndarray) -> float:
+    """Standard error of a row's N=1 accuracy minus the base's, paired by prompt: both rows generate the
+    same prompts from the same seeds, so prompt difficulty cancels out of the difference."""
+    diff = np.asarray(row, float) - np.asarray(base, float)
+    return float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+
+
+def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Path, oracle: SoundEventDetector, reward_model: RewardModel, clap: ClapEmbedder, progress: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The row's metrics, and per task the per-prompt N=1 accuracy (for paired comparisons)."""
     from training.eval_generator import evaluate_generator, heldout_prompts, task_of
 
     out: dict[str, float] = {}
+    per_prompt: dict[str, np.ndarray] = {}
     clap_n1, clap_n4 = [], []
     for task in ("integrity", "temporal"):
         directory = build_candidates(task, n, K, work_dir, pipe, generator_dir, oracle, progress=progress)  # type: ignore[arg-type]
         scores = score_candidates(directory, reward_model, clap)
         out.update({f"{task}.{key}": value for key, value in pick_metrics(scores).items()})
+        per_prompt[task] = scores.labels.mean(1)
         clap_n1.append(scores.clap.reshape(-1))
         clap_n4.append(scores.clap[np.arange(len(scores.clap)), scores.reward.argmax(1)])
     out["clap.n1"] = float(np.concatenate(clap_n1).mean())
@@ -56,7 +67,17 @@ def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Pat
     single = out["single.n1"] = report.metrics["single.presence"]
     out["single.n1_se"] = float(np.sqrt(single * (1 - single) / len(singles)))
     out["prompts_per_task"] = float(n)
-    return out
+    return out, per_prompt
+
+
+def add_paired_deltas(rows: dict[str, dict[str, float]], per_prompt: dict[str, dict[str, np.ndarray]]) -> None:
+    """`{task}.n1_delta_se` on every row but base: the paired standard error of its difference from base."""
+    if "base" not in per_prompt:
+        return
+    for name, tasks in per_prompt.items():
+        if name != "base":
+            for task, values in tasks.items():
+                rows[name][f"{task}.n1_delta_se"] = paired_delta_se(values, per_prompt["base"][task])
 
 
 def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -76,7 +97,8 @@ def baton_markdown(rows: dict[str, dict[str, float]]) -> str:
                     cells.append("")
                     continue
                 value = m[key]
-                delta = f" ({(value - base[key]) * 100:+.1f})" if base is not None and row != "base" and col != "clap" else ""
+                paired = f" ±{m[key + '_delta_se'] * 100:.1f}" if key + "_delta_se" in m else ""
+                delta = f" ({(value - base[key]) * 100:+.1f}{paired})" if base is not None and row != "base" and col != "clap" else ""
                 se = f" ±{m[key + '_se']:.3f}" if key + "_se" in m else ""
                 cells.append(f"{value:.4f}" if col == "clap" else f"{value:.3f}{se}{delta}")
             lines.append(f"| {row} | {pick} | " + " | ".join(cells) + " |")

@@ -587,15 +587,16 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
     """BATON's table: base vs HD / RD / HD+RD fine-tuned generators, N=1 and best-of-4 by reward."""
     from services.checkpoints import shipped
     from services.reward import RewardModel
-    from training.eval_baton import ROWS, baton_markdown, baton_table, evaluate_row
+    from training.eval_baton import ROWS, add_paired_deltas, baton_markdown, baton_table, evaluate_row
 
     rows = dict(_named_dir("--model", spec, ROWS) for spec in models or (f"base={shipped('generator')}",))
     oracle, _ = _load_oracle(None)
-    results = {}
+    results, per_prompt = {}, {}
     for name, directory in rows.items():
         pipe = _load_generator(directory, device)
         reward = RewardModel.from_pretrained(reward_dir or shipped("reward"), pipe.device)
-        results[name] = evaluate_row(pipe, directory, n, work_dir / name.replace("+", "_"), oracle, reward, reward.clap)
+        results[name], per_prompt[name] = evaluate_row(pipe, directory, n, work_dir / name.replace("+", "_"), oracle, reward, reward.clap)
+    add_paired_deltas(results, per_prompt)
     text = baton_markdown(results)
     click.echo(text)
     table = baton_table(results)
