@@ -20,6 +20,7 @@ from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
 from services.reward import RewardModel
 from training.eval_rerank import CandidateScores, build_candidates, score_candidates
+from training.stats import standard_error
 from training.world.oracle import SoundEventDetector
 
 ROWS = ("base", "hd", "rd", "hd+rd")
@@ -34,16 +35,9 @@ def pick_metrics(scores: CandidateScores) -> dict[str, float]:
     best = scores.reward.argmax(1)
     return {
         "n1": float(per_prompt.mean()),
-        "n1_se": float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else float("nan"),
+        "n1_se": standard_error(per_prompt),
         "best_of_4": float(scores.labels[np.arange(len(best)), best].mean()),
     }
-
-
-def paired_delta_se(row: np.ndarray, base: np.ndarray) -> float:
-    """Standard error of a row's N=1 accuracy minus the base's, paired by prompt: both rows generate the
-    same prompts from the same seeds, so prompt difficulty cancels out of the difference."""
-    diff = np.asarray(row, float) - np.asarray(base, float)
-    return float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
 
 
 def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Path, oracle: SoundEventDetector, reward_model: RewardModel, clap: ClapEmbedder, progress: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -71,17 +65,18 @@ def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Pat
 
 
 def add_paired_deltas(rows: dict[str, dict[str, float]], per_prompt: dict[str, dict[str, np.ndarray]]) -> None:
-    """`{task}.n1_delta_se` on every row but base: the paired standard error of its difference from base."""
+    """`{task}.n1_delta_se` on every row but base: the standard error of its per-prompt difference from base.
+    Rows generate the same prompts from the same seeds, so prompt difficulty cancels out of the difference."""
     if "base" not in per_prompt:
         return
     for name, tasks in per_prompt.items():
         if name != "base":
             for task, values in tasks.items():
-                rows[name][f"{task}.n1_delta_se"] = paired_delta_se(values, per_prompt["base"][task])
+                rows[name][f"{task}.n1_delta_se"] = standard_error(values - per_prompt["base"][task])
 
 
 def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{row}.{column}.{n1|n1_se|best_of_4} -> value (single-event presence only at n1)."""
+    """{row}.{column}.{n1|n1_se|n1_delta_se|best_of_4} -> value (single-event presence only at n1)."""
     return {f"{row}.{key}": value for row, metrics in rows.items() for key, value in metrics.items()}
 
 

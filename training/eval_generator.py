@@ -194,6 +194,14 @@ DESCRIPTIONS = {
 }
 
 
+def manifest_evaluation(pipe: TangoPipeline, n: int) -> tuple[dict[str, float], dict]:
+    """What a generator's MANIFEST says about it: the metrics on n held-out prompts per task (N=1, with the
+    VAE/vocoder round trip on n clips), rounded, and the settings they were measured under."""
+    report = evaluate_generator(pipe, n=n, roundtrip_n=n)
+    metrics = {k: round(v, 5) for k, v in report.metrics.items()}
+    return metrics, {"device": str(pipe.device), "settings": report.settings, "prompts_per_task": n, "seed": EVAL_SEED}
+
+
 def report_markdown(report: GeneratorReport) -> str:
     s = report.settings
     lines = [

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
 from services.rewriter import PromptRewriter
+from training.stats import standard_error
 from training.train_rewriter import open_prompts, sacrebleu_score, scene_of
 from training.world.clips import clip_rng, sample_spec
 from training.world.oracle import SoundEventDetector
@@ -56,7 +57,7 @@ def paired_differences(results: dict[str, RowResult]) -> dict[str, float]:
         for column in ("clap", "scene_consistency"):
             diff = results[a].per_prompt[column] - results[b].per_prompt[column]
             out[f"{a}-{b}.{column}"] = float(diff.mean())
-            out[f"{a}-{b}.{column}_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+            out[f"{a}-{b}.{column}_se"] = standard_error(diff)
     return out
 
 
@@ -68,8 +69,7 @@ def scene_consistency(detected: list[set[str]], scene_events: list[set[str]]) ->
 def prompt_standard_error(per_clip: np.ndarray, seeds: int) -> float:
     """Standard error of a row's mean over prompts: clips come `seeds` per prompt, and a prompt's clips share its
     text, so the prompt (not the clip) is the independent unit."""
-    per_prompt = np.asarray(per_clip, dtype=float).reshape(-1, seeds).mean(1)
-    return float(per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))) if len(per_prompt) > 1 else float("nan")
+    return standard_error(np.asarray(per_clip, dtype=float).reshape(-1, seeds).mean(1))
 
 
 def timed_rewrites(rewriter: PromptRewriter, prompts: list[str]) -> tuple[list[str], float]:

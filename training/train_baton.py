@@ -257,11 +257,9 @@ def train_baton(
     pipe.save_pretrained(out)
     metrics, evaluation = {}, None
     if eval_n:
-        from training.eval_generator import evaluate_generator
+        from training.eval_generator import manifest_evaluation
 
-        report = evaluate_generator(pipe, n=eval_n, roundtrip_n=eval_n)
-        metrics = {k: round(v, 5) for k, v in report.metrics.items()}
-        evaluation = {"device": str(pipe.device), "settings": report.settings, "prompts_per_task": eval_n, "seed": 1}
+        metrics, evaluation = manifest_evaluation(pipe, eval_n)
     history = [json.loads(line) for line in (stage.dir / "log.jsonl").read_text().splitlines() if line.strip()]
     (out / TRAINING_LOG).write_text("".join(json.dumps(r) + "\n" for r in history))  # the curves travel with the weights
     write_manifest(

@@ -537,10 +537,9 @@ def train_generator(
         return {}
 
     pipe = assemble(unet.eval(), out)
-    from training.eval_generator import evaluate_generator
+    from training.eval_generator import manifest_evaluation
 
-    report = evaluate_generator(pipe, n=eval_n, roundtrip_n=eval_n)
-    metrics = {k: round(v, 5) for k, v in report.metrics.items()}
+    metrics, evaluation = manifest_evaluation(pipe, eval_n)
     (work_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     stages = {name: json.loads((work_dir / name / "final" / STAGE_RECORD).read_text()) for name in ("vae", "vocoder", "unet") if (work_dir / name / "final" / STAGE_RECORD).is_file()}
     if init is not None and (init / MANIFEST).is_file():  # the kept components were trained by the init's run
@@ -554,7 +553,7 @@ def train_generator(
         git_commit=commit_at_start,
         extra={
             "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "unet_lr": unet_lr, "snr_gamma": snr_gamma, "position_channels": position_channels, "text_position_channels": text_position_channels, "text_encoder": MINILM, "init": checkpoint_version(init) if init else None, "stages": stages},
-            "evaluation": {"device": str(pipe.device), "settings": report.settings, "prompts_per_task": eval_n, "seed": 1},
+            "evaluation": evaluation,
         },
     )
     return metrics
