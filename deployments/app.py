@@ -102,7 +102,7 @@ class Generator:
             "max_duration_s": c.max_duration_s,
             "dynamic_batching": self.dynamic_batching,
             "torch_threads": torch.get_num_threads(),  # see use_cores
-            "defaults": {"steps": c.default_steps, "guidance_scale": c.default_guidance_scale, "scheduler": c.default_scheduler, "duration_s": c.default_duration_s},
+            "defaults": {"steps": c.default_steps, "guidance_scale": c.default_guidance_scale, "scheduler": c.default_scheduler, "duration_s": c.default_duration_s, "timeline": c.default_timeline},
         }
 
     @serve.batch(max_batch_size=MAX_BATCH_WAVEFORMS, batch_wait_timeout_s=0.05, batch_size_fn=count_waveforms)
@@ -266,7 +266,7 @@ class Ingress:
         # rewrite by default when a rewriter is deployed; the generator gets the rewrite, the reward judges the user's prompt
         rewritten = await self.rewriter.rewrite.remote(prompt) if self.rewriter is not None and params.rewrite is not False else None
         t0 = time.perf_counter()
-        settings = GenerationSettings(params.steps, params.guidance_scale, params.duration_s, params.scheduler, params.negative_prompt)
+        settings = GenerationSettings(params.steps, params.guidance_scale, params.duration_s, params.scheduler, params.negative_prompt, params.timeline)
         call = GenerationCall(rewritten or prompt, params.num_candidates, params.seed, settings, deadline=time.time() + self._deadline(params))
         audio: GeneratedAudio = await self.generator.generate.remote(call)
         t1 = time.perf_counter()
@@ -289,6 +289,7 @@ class Ingress:
             id=uuid.uuid4().hex,
             prompt=prompt,
             rewritten_prompt=rewritten,
+            timeline=audio.timeline,
             sample_rate=audio.sample_rate,
             format=fmt,  # type: ignore[arg-type]
             audio=best_audio,

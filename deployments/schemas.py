@@ -27,6 +27,7 @@ class GenerationParameters(BaseModel):
     guidance_scale: float | None = Field(None, ge=0, le=50, description="classifier-free guidance (default: the generator's)")
     scheduler: Literal["ddpm", "ddim", "dpm++"] | None = Field(None, description="sampler (default: the generator's)")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    timeline: bool | None = Field(None, description="a prompt that states a sequence ('a dog barks, then a bell rings') gets each clause in its own stretch of the clip (default: the generator's)")
     rewrite: bool | None = Field(None, description="rewrite the prompt first (default: when a rewriter is deployed); true without one is an error")
     response_format: Literal["wav", "flac"] = "wav"
     return_candidates: Literal["best", "all"] = Field("best", description="'all' adds every candidate's audio, best first")
@@ -58,6 +59,7 @@ class GenerationResponse(BaseModel):
     id: str
     prompt: str
     rewritten_prompt: str | None
+    timeline: list[str] | None = Field(None, description="the clauses of the (rewritten) prompt in the order they were placed in the clip; null when no timeline was used")
     sample_rate: int
     format: Literal["wav", "flac"]
     audio: str = Field(description="base64 audio of the best candidate")

@@ -35,6 +35,7 @@ from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram
 from services.manifest import MANIFEST, verify_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import PACKAGE_PREFIX, TextEncoder
+from services.timeline import Segment, TimelineAttnProcessor, TimelineMask, parse_timeline, token_time_mask
 
 PIPELINE_CONFIG = "pipeline.json"
 SchedulerName = Literal["ddpm", "ddim", "dpm++"]
@@ -64,6 +65,9 @@ class GeneratorConfig(BaseModel):
     # pooling and barely say where a word stands (same word, other position: cosine 0.97-0.99), so
     # "a, then b" and "b, then a" look alike to cross-attention. 0 for TANGO (T5 keeps position).
     text_position_channels: int = Field(0, ge=0, le=64, multiple_of=2)
+    # prompts that state a sequence ("a, then b") give each clause its own stretch of the clip through
+    # cross-attention masks (services.timeline); off for TANGO unless a measurement turns it on
+    default_timeline: bool = False
 
     @property
     def mel_config(self) -> MelConfig:
@@ -107,6 +111,8 @@ class GenerationOutput:
     sample_rate: int
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    # per prompt: the clauses in the order they were placed in the clip, or None (no timeline used)
+    timelines: list[list[str] | None] = field(default_factory=list)
 
 
 def make_scheduler(name: str, config: dict):
@@ -136,6 +142,8 @@ class TangoPipeline:
     def __init__(self, config: GeneratorConfig, text_encoder: TextEncoder, unet, vae, vocoder, scheduler) -> None:
         self.config = config
         self.text_encoder, self.unet, self.vae, self.vocoder = text_encoder, unet.eval(), vae.eval(), vocoder.eval()
+        # the same attention as diffusers' default, plus timeline masks when a call passes them
+        self.unet.set_attn_processor(TimelineAttnProcessor())
         self.scheduler_config = dict(scheduler.config)
         self.mel = config.mel_config
         self.griffin_lim = GriffinLimVocoder(self.mel)
@@ -240,6 +248,14 @@ class TangoPipeline:
         h, m = self.text_encoder(negative + prompts)
         return h.to(self.dtype), m.to(self.device)
 
+    def _timeline_mask(self, prompts: list[str], negatives: list[str], segments: list[list[Segment] | None], frames: int, num_candidates: int) -> TimelineMask:
+        """Token visibility per UNet row ([uncond ; cond], each repeated per candidate): negatives see all their tokens."""
+        texts = negatives + prompts
+        spans = self.text_encoder.token_spans(texts)
+        rows = [token_time_mask(spans[i], seg, frames) for i, seg in enumerate([None] * len(negatives) + segments)]
+        visible = torch.stack(rows).repeat_interleave(num_candidates, 0)
+        return TimelineMask(visible, self.mel.n_mels // self.vae_scale)
+
     def decode(self, latents: torch.Tensor, vocoder: str | None = None) -> torch.Tensor:
         """Latents [B, C, T/s, F/s] -> waveforms [B, T * hop] (float32)."""
         mel = self.vae.decode(latents / self.vae.config.scaling_factor).sample  # [B, 1, T, F]
@@ -288,9 +304,12 @@ class TangoPipeline:
         progress: bool = False,
         deadline: float | None = None,
         vocoder: str | None = None,
+        timeline: bool | None = None,
     ) -> GenerationOutput:
         """Waveforms [prompts, N, samples]; `deadline` (a time.time() value) stops the work between two
-        denoising steps with GenerationTimeout, so nobody computes audio no one waits for any more."""
+        denoising steps with GenerationTimeout, so nobody computes audio no one waits for any more.
+        `timeline` (default: the config's) places the clauses of prompts that state a sequence in
+        successive stretches of the clip (services.timeline); other prompts are unaffected."""
         cfg = self.config
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         steps = steps or cfg.default_steps
@@ -310,6 +329,8 @@ class TangoPipeline:
         if len(negatives) != len(prompts):
             raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
         seeds = candidate_seeds(seed, len(prompts), num_candidates)
+        use_timeline = cfg.default_timeline if timeline is None else bool(timeline)
+        segments = [parse_timeline(p) for p in prompts] if use_timeline else [None] * len(prompts)
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
@@ -333,6 +354,10 @@ class TangoPipeline:
         sched.set_timesteps(steps, device=self.device)
         latents = latents * sched.init_noise_sigma
         extra = {"generator": generators} if scheduler_name in ("ddpm", "ddim") else {}
+        attention_kwargs = None
+        if any(segments):
+            tl = self._timeline_mask(prompts, negatives, segments, shape[1], num_candidates)
+            attention_kwargs = {"timeline": tl if use_cfg else TimelineMask(tl.visible[n:], tl.bins)}
         iterator = sched.timesteps
         if progress:
             from tqdm import tqdm
@@ -343,7 +368,7 @@ class TangoPipeline:
                 raise GenerationTimeout(f"deadline passed after {time.perf_counter() - t0:.2f} s of denoising ({steps} steps asked)")
             x = torch.cat([latents, latents]) if use_cfg else latents
             x = with_position_channels(sched.scale_model_input(x, t), cfg.position_channels)
-            out = self.unet(x, t, encoder_hidden_states=text_states, encoder_attention_mask=text_mask).sample
+            out = self.unet(x, t, encoder_hidden_states=text_states, encoder_attention_mask=text_mask, cross_attention_kwargs=attention_kwargs).sample
             if use_cfg:
                 uncond, cond = out.chunk(2)
                 out = uncond + guidance_scale * (cond - uncond)
@@ -355,5 +380,6 @@ class TangoPipeline:
         samples = int(round(duration_s * self.sample_rate))
         wav = wav[:, :samples].float().cpu().numpy().reshape(len(prompts), num_candidates, -1)
         timings["decode_s"] = time.perf_counter() - t0
-        settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name}
-        return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings)
+        settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name, "timeline": use_timeline}
+        timelines = [[s.text for s in seg] if seg else None for seg in segments]
+        return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings, timelines)

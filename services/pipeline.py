@@ -4,7 +4,7 @@ Used by the Ray Serve deployments (each stage in its own deployment), the CLI an
 rewriter and reranker are optional until they land: without a reranker the candidates keep their
 generation order and carry no reward; without a rewriter the prompt goes to the generator as sent.
 
-Requests with different settings (steps, guidance, duration, sampler, negative prompt) cannot share a
+Requests with different settings (steps, guidance, duration, sampler, negative prompt, timeline) cannot share a
 UNet batch; `generate_grouped` runs one batched generator call per group of equal settings and
 hands every request back its own waveforms and seeds.
 """
@@ -44,6 +44,7 @@ class GenerationSettings:
     duration_s: float | None = None
     scheduler: str | None = None
     negative_prompt: str | None = None
+    timeline: bool | None = None
 
 
 @dataclass
@@ -65,6 +66,7 @@ class GeneratedAudio:
     settings: dict
     seconds: float  # wall time of the batched generator call this prompt was part of
     batch_waveforms: int  # how many waveforms that call made (this prompt's and its batch mates')
+    timeline: list[str] | None = None  # the prompt's clauses in the order they were placed, when a timeline was used
 
 
 def check_call(pipe: TangoPipeline, call: GenerationCall) -> None:
@@ -105,6 +107,7 @@ def generate_grouped(pipe: TangoPipeline, calls: list[GenerationCall], return_ex
                 seed=seeds,
                 duration_s=settings.duration_s,
                 scheduler=settings.scheduler,
+                timeline=settings.timeline,
                 deadline=None if None in deadlines else max(deadlines),  # type: ignore[type-var]
             )
         except Exception as exc:
@@ -115,7 +118,7 @@ def generate_grouped(pipe: TangoPipeline, calls: list[GenerationCall], return_ex
             continue
         seconds = time.perf_counter() - t0
         for k, i in enumerate(members):
-            results[i] = GeneratedAudio(out.waveforms[k], out.seeds[k], out.sample_rate, out.settings, seconds, len(members) * n)
+            results[i] = GeneratedAudio(out.waveforms[k], out.seeds[k], out.sample_rate, out.settings, seconds, len(members) * n, out.timelines[k])
     return results  # type: ignore[return-value]
 
 

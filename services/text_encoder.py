@@ -64,9 +64,18 @@ class TextEncoder(torch.nn.Module):
     def hidden_size(self) -> int:
         return int(self.encoder.config.hidden_size if hasattr(self.encoder.config, "hidden_size") else self.encoder.config.d_model)
 
+    def _tokenize(self, texts: list[str], **kwargs):
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt", **kwargs)
+
+    def token_spans(self, texts: list[str]) -> torch.Tensor:
+        """[B, L, 2] character span of every token of forward(texts)'s states ((0, 0) for special and padding tokens)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(f"{type(self.tokenizer).__name__} cannot map tokens to characters (a fast tokenizer is needed for timelines)")
+        return self._tokenize(texts, return_offsets_mapping=True)["offset_mapping"]
+
     @torch.no_grad()
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.encoder.parameters()).device
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(device)
+        batch = self._tokenize(texts).to(device)
         hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return hidden, batch["attention_mask"]

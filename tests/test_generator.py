@@ -61,7 +61,7 @@ def test_shapes_dtype_and_seeds(pipe):
     assert out.waveforms.shape == (2, 3, 4096) and out.waveforms.dtype == np.float32
     assert out.seeds == [[10, 11, 12], [10, 11, 12]] and out.sample_rate == 16000
     assert set(out.timings) == {"encode_s", "denoise_s", "decode_s"}
-    assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256, "vocoder": "hifigan"}
+    assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256, "vocoder": "hifigan", "timeline": False}
 
 
 def test_same_seed_same_audio_and_candidates_do_not_depend_on_the_batch(pipe):

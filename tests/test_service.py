@@ -88,6 +88,7 @@ def test_accept_audio_wav_returns_the_wav_itself(url):
         ({"prompt": "a dog barks", "scheduler": "euler"}, "scheduler"),
         ({"prompt": "a dog barks", "seed": -1}, "seed"),
         ({"prompt": "a dog barks", "temperature": 1}, "temperature"),
+        ({"prompt": "a dog barks", "timeline": "sometimes"}, "timeline"),
         ({"num_candidates": 2}, "prompt"),
     ],
 )
@@ -120,6 +121,18 @@ def test_open_prompts_are_rewritten_and_the_generator_gets_the_rewrite(url):
     assert np.abs(decode(direct["audio"])[0] - decode(r["audio"])[0]).max() < 1e-3
     raw = httpx.post(f"{url}/v1/audio/generations", json=body, headers={"Accept": "audio/wav"}, timeout=120)
     assert raw.headers["X-Model-Rewriter"] == r["models"]["rewriter"] and raw.headers["X-Rewritten-Prompt"]
+
+
+def test_sequence_prompts_report_their_timeline_and_callers_can_turn_it_off(url):
+    body = {"prompt": "a dog barks, then a bell rings", "seed": 5, "rewrite": False, **FAST}
+    on = post(url, {**body, "timeline": True}).json()
+    off = post(url, {**body, "timeline": False}).json()
+    assert on["timeline"] == ["a dog barks", "a bell rings"] and on["settings"]["timeline"] is True
+    assert off["timeline"] is None and off["settings"]["timeline"] is False
+    assert np.abs(decode(on["audio"])[0] - decode(off["audio"])[0]).max() > 1e-3
+    default = post(url, body).json()  # the shipped generator's measured default
+    models = httpx.get(f"{url}/v1/models", timeout=30).json()
+    assert default["settings"]["timeline"] is models["generator"]["defaults"]["timeline"]
 
 
 def test_batch_reports_each_prompt_and_one_failure_sinks_nothing(url):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from services.generator import TangoPipeline
 from training.annotation import onsets_in_order, oracle_label
 from training.eval_oracle import score_detections
-from training.world.captions import EVENT_PHRASINGS
+from training.world.captions import EVENT_PHRASINGS, templates_for
 from training.world.clips import ClipSpec, make_clip, sample_spec
 from training.world.oracle import SoundEventDetector, load_oracle
 from training.world.prompts import PromptSpec
@@ -63,6 +63,11 @@ def uses_novel_words(spec: ClipSpec) -> bool:
     to a novel template or event combination with familiar event words."""
     phrasings = [EVENT_PHRASINGS[e] for e in spec.events]
     return any(c in p.heldout_clauses or n in p.heldout_nouns for p, c, n in zip(phrasings, spec.clauses, spec.nouns))
+
+
+def uses_novel_template(spec: ClipSpec) -> bool:
+    """The caption's relation wording is one training never used ("{a}; after that {b}; finally {c}")."""
+    return spec.template in templates_for(spec.relation, len(spec.events), heldout=True)
 
 
 def stated_order_heard(detection, spec: PromptSpec) -> float | None:
@@ -124,14 +129,16 @@ def evaluate_generator(
     roundtrip_n: int | None = None,
     progress: bool = True,
     vocoder: str | None = None,
+    timeline: bool | None = None,
 ) -> GeneratorReport:
     oracle = oracle or load_oracle()
     # on the held-out split, also split every score by whether the prompt uses event words training never saw
-    novel = None
+    novel = novel_template = None
     if prompts is None:
         clip_specs = heldout_clip_specs(n, seed)
         prompts = [prompt_of(s) for s in clip_specs]
         novel = [uses_novel_words(s) for s in clip_specs]
+        novel_template = [uses_novel_template(s) for s in clip_specs]
     scores: dict[str, list[float]] = {t: [] for t in TASKS}
     by_words: dict[str, list[float]] = {}
     ordered: list[float | None] = []  # temporal prompts: stated order kept, when all events are heard
@@ -141,7 +148,7 @@ def evaluate_generator(
     settings = {}
     for i in tqdm(range(0, len(prompts), batch), desc="generate", disable=not progress):
         chunk = prompts[i : i + batch]
-        out = pipe.generate([p.prompt for p in chunk], num_candidates=1, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=[seed * 100_000 + i + j for j in range(len(chunk))], vocoder=vocoder)
+        out = pipe.generate([p.prompt for p in chunk], num_candidates=1, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, seed=[seed * 100_000 + i + j for j in range(len(chunk))], vocoder=vocoder, timeline=timeline)
         settings = out.settings
         wav = out.waveforms[:, 0]
         generated += len(wav)
@@ -152,6 +159,7 @@ def evaluate_generator(
                 ordered.append(stated_order_heard(det, spec))
             if novel is not None:
                 by_words.setdefault(f"{task}|{'novel' if novel[i + j] else 'seen'}_words", []).append(score)
+                by_words.setdefault(f"{task}|{'novel' if novel_template[i + j] else 'seen'}_template", []).append(score)
             if sum(e[0] == task for e in examples) < 2:  # two examples per task for the mel sheet
                 examples.append((task, spec.prompt, w))
     seconds = time.perf_counter() - t0
@@ -162,7 +170,7 @@ def evaluate_generator(
             metrics[names[task]] = float(np.mean(scores[task]))
             metrics[f"{task}.prompts"] = float(len(scores[task]))
     for task in TASKS:
-        for words in ("seen_words", "novel_words"):
+        for words in ("seen_words", "novel_words", "seen_template", "novel_template"):
             if by_words.get(f"{task}|{words}"):
                 metrics[f"{names[task]}.{words}"] = float(np.mean(by_words[f"{task}|{words}"]))
     heard = [o for o in ordered if o is not None]
@@ -185,6 +193,7 @@ DESCRIPTIONS = {
     "temporal.order_when_all_heard": "of those, onsets in the stated order (chance 1/6)",
     "seconds_per_clip": "wall time per generated clip (incl. text encoding and decoding)",
     **{f"{k}.{w}": f"same, prompts whose event words {'training never saw' if w == 'novel_words' else 'training used'}" for k in ("single.presence", "integrity.accuracy", "temporal.accuracy") for w in ("seen_words", "novel_words")},
+    **{f"{k}.{w}": f"same, prompts whose relation wording {'training never saw' if w == 'novel_template' else 'training used'}" for k in ("single.presence", "integrity.accuracy", "temporal.accuracy") for w in ("seen_template", "novel_template")},
     "ground_truth.presence_f1": "oracle on held-out ground truth (must be >= 0.95)",
     "ground_truth.order_accuracy": "oracle order accuracy on held-out ground truth (must be >= 0.95)",
     "vocoder.presence_f1": "oracle on ground truth resynthesised by the vocoder from its mel",
@@ -205,7 +214,7 @@ def manifest_evaluation(pipe: TangoPipeline, n: int) -> tuple[dict[str, float], 
 def report_markdown(report: GeneratorReport) -> str:
     s = report.settings
     lines = [
-        f"settings: scheduler {s.get('scheduler')}, {s.get('steps')} steps, guidance {s.get('guidance_scale')}, {s.get('duration_s')} s, vocoder {s.get('vocoder')}, N=1",
+        f"settings: scheduler {s.get('scheduler')}, {s.get('steps')} steps, guidance {s.get('guidance_scale')}, {s.get('duration_s')} s, vocoder {s.get('vocoder')}, timeline {'on' if s.get('timeline') else 'off'}, N=1",
         "",
         "| metric | value | bar | meaning |",
         "|---|---|---|---|",
@@ -222,13 +231,13 @@ def report_markdown(report: GeneratorReport) -> str:
 
 
 def sweep_markdown(reports: dict[str, GeneratorReport]) -> str:
-    """One row per (vocoder, scheduler, steps): the quality/time trade-off."""
-    keys = ("single.presence", "integrity.accuracy", "temporal.accuracy", "temporal.all_heard", "roundtrip.presence_f1")
-    lines = [f"| vocoder | scheduler | steps | {' | '.join(keys)} | seconds_per_clip |", "|---" * (len(keys) + 4) + "|"]
+    """One row per (vocoder, scheduler, steps, timeline): the quality/time trade-off."""
+    keys = ("single.presence", "integrity.accuracy", "temporal.accuracy", "temporal.all_heard", "temporal.order_when_all_heard", "roundtrip.presence_f1")
+    lines = [f"| vocoder | scheduler | steps | timeline | {' | '.join(keys)} | seconds_per_clip |", "|---" * (len(keys) + 5) + "|"]
     for r in reports.values():
         m, st = r.metrics, r.settings
         cells = [f"{m[k]:.3f}" if k in m else "-" for k in keys]
-        lines.append(f"| {st.get('vocoder', '-')} | {st['scheduler']} | {st['steps']} | {' | '.join(cells)} | {m['seconds_per_clip']:.3f} |")
+        lines.append(f"| {st.get('vocoder', '-')} | {st['scheduler']} | {st['steps']} | {'on' if st.get('timeline') else 'off'} | {' | '.join(cells)} | {m['seconds_per_clip']:.3f} |")
     return "\n".join(lines)
 
 
@@ -241,7 +250,7 @@ def sweep_plot(reports: dict[str, GeneratorReport], path: Path) -> Path:
     fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4))
     by_sched: dict[str, list[GeneratorReport]] = {}
     for r in reports.values():
-        by_sched.setdefault(f"{r.settings['scheduler']} {r.settings.get('vocoder', '')}".strip(), []).append(r)
+        by_sched.setdefault(f"{r.settings['scheduler']} {r.settings.get('vocoder', '')}{' timeline' if r.settings.get('timeline') else ''}".strip(), []).append(r)
     for sched, rs in by_sched.items():
         rs = sorted(rs, key=lambda r: r.settings["steps"])
         x = [r.settings["steps"] for r in rs]

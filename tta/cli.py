@@ -466,6 +466,18 @@ _scheduler_list = _choice_list("scheduler", "SCHEDULERS")
 _vocoder_list = _choice_list("vocoder", "VOCODERS")
 
 
+def _on_off_list(ctx, param, value: str | None) -> list[bool] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names or any(v not in ("on", "off") for v in names):
+        raise click.BadParameter(f"expected on, off or on,off; got {value!r}")
+    return [v == "on" for v in names]
+
+
+TIMELINE_HELP = "prompts that state a sequence ('a, then b') get each clause in its own stretch of the clip (default: the checkpoint's)"
+
+
 GENERATION_OPTIONS = [
     click.option("--steps", type=click.IntRange(1, 1000), default=None, help="denoising steps (default: the checkpoint's)"),
     click.option("--guidance", type=click.FloatRange(0, 50), default=None, help="classifier-free guidance scale (default: the checkpoint's)"),
@@ -486,6 +498,7 @@ def _generation_options(f):
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="directory for WAVs, mels.png and generation.json")
 @_generation_options
 @click.option("--vocoder", type=VOCODER_CHOICE, default=None, help="mel -> audio: the trained HiFi-GAN or Griffin-Lim (default: the checkpoint's)")
+@click.option("--timeline/--no-timeline", default=None, help=TIMELINE_HELP)
 @click.option("--negative-prompt", default=None, help="replaces the empty prompt as the unconditional branch")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None, help="candidate j uses seed + j (default: random, reported)")
 @click.option("--duration", "duration_s", type=click.FloatRange(0.1, 60), default=None, help="seconds (default: the checkpoint's)")
@@ -494,7 +507,7 @@ def _generation_options(f):
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="UNet/VAE precision (default: fp16 on CUDA, fp32 on CPU)")
 @click.option("--rewrite", is_flag=True, help="rewrite each prompt with the prompt rewriter first (as the service does by default)")
 @click.option("--rewriter", "rewriter_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="rewriter directory for --rewrite (default: the shipped one)")
-def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, vocoder: str | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None, rewrite: bool, rewriter_dir: Path | None) -> None:
+def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, vocoder: str | None, timeline: bool | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None, rewrite: bool, rewriter_dir: Path | None) -> None:
     """Generate N candidate clips per prompt; writes WAVs and a PNG of their mel spectrograms."""
     from services.audio import write_wav
     from training.plots import mel_sheet
@@ -519,14 +532,14 @@ def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps
     pipe = _load_generator(checkpoint, device, dtype)
     if duration_s is not None and duration_s > pipe.config.max_duration_s:
         _fail(f"--duration {duration_s} exceeds this generator's maximum of {pipe.config.max_duration_s} s")
-    result = pipe.generate(texts, num_candidates=num_candidates, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, duration_s=duration_s, scheduler=scheduler, progress=True, vocoder=vocoder)
+    result = pipe.generate(texts, num_candidates=num_candidates, steps=steps, guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, duration_s=duration_s, scheduler=scheduler, progress=True, vocoder=vocoder, timeline=timeline)
     out.mkdir(parents=True, exist_ok=True)
     files, titles, audios = [], [], []
     for i, prompt in enumerate(prompts):
         for j in range(num_candidates):
             name = f"p{i:02d}-c{j:02d}-seed{result.seeds[i][j]}.wav"
             write_wav(out / name, result.waveforms[i, j], result.sample_rate)
-            files.append({"prompt": prompt, "rewritten_prompt": texts[i] if rewrite else None, "candidate": j, "seed": result.seeds[i][j], "file": name})
+            files.append({"prompt": prompt, "rewritten_prompt": texts[i] if rewrite else None, "timeline": result.timelines[i], "candidate": j, "seed": result.seeds[i][j], "file": name})
             titles.append(f"{prompt!r}{f' -> {texts[i]!r}' if rewrite else ''} (seed {result.seeds[i][j]})")
             audios.append(result.waveforms[i, j])
     mel_sheet(audios, titles, out / "mels.png")
@@ -544,13 +557,14 @@ def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps
 @click.option("--guidance", type=click.FloatRange(0, 50), default=None, help="guidance scale (default: the checkpoint's)")
 @click.option("--scheduler", callback=_scheduler_list, default=None, help="ddpm, ddim or dpm++; a comma list sweeps")
 @click.option("--vocoder", callback=_vocoder_list, default=None, help="hifigan or griffin-lim (default: the checkpoint's); a comma list compares")
+@click.option("--timeline", callback=_on_off_list, default=None, help="on, off, or on,off to compare; " + TIMELINE_HELP)
 @click.option("--seed", type=click.IntRange(0), default=1, show_default=True)
 @click.option("--roundtrip-n", type=click.IntRange(0), default=None, help="ground-truth clips for the VAE/vocoder round trip (default: max(n, 100))")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and PNGs here")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
 @click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="prompts per generation call")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on the last line")
-def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, vocoder: list[str] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, batch: int, as_json: bool) -> None:
+def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, vocoder: list[str] | None, timeline: list[bool] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, batch: int, as_json: bool) -> None:
     """Oracle accuracy of generated audio on held-out prompts (N=1), round trip, time per clip."""
     from training.eval_generator import evaluate_generator, write_report
     from training.world.prompts import PromptFileError, load_prompt_file
@@ -561,12 +575,13 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
         _fail(str(exc))
     pipe = _load_generator(checkpoint, device)
     oracle, _ = _load_oracle(None)
-    settings = [(voc, sch, st) for voc in (vocoder or [None]) for sch in (scheduler or [None]) for st in (steps or [None])]
+    settings = [(voc, sch, st, tl) for voc in (vocoder or [None]) for sch in (scheduler or [None]) for st in (steps or [None]) for tl in (timeline or [None])]
     reports = {}
-    for k, (voc, sch, st) in enumerate(settings):
+    for k, (voc, sch, st, tl) in enumerate(settings):
         first_of_vocoder = k == 0 or voc != settings[k - 1][0]  # the round trip depends on the vocoder only
-        report = evaluate_generator(pipe, n=n, prompts=specs, steps=st, guidance_scale=guidance, scheduler=sch, seed=seed, oracle=oracle, batch=batch, roundtrip_n=roundtrip_n if first_of_vocoder else 0, vocoder=voc)
-        reports[f"{report.settings['vocoder']}:{report.settings['scheduler']}@{report.settings['steps']}"] = report
+        report = evaluate_generator(pipe, n=n, prompts=specs, steps=st, guidance_scale=guidance, scheduler=sch, seed=seed, oracle=oracle, batch=batch, roundtrip_n=roundtrip_n if first_of_vocoder else 0, vocoder=voc, timeline=tl)
+        s = report.settings
+        reports[f"{s['vocoder']}:{s['scheduler']}@{s['steps']}{'+timeline' if s['timeline'] else ''}"] = report
     text = write_report(reports, out)
     click.echo(text)
     if as_json:
