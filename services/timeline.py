@@ -59,7 +59,7 @@ def _clause(prompt: str, start: int, end: int) -> Segment | None:
     piece = prompt[start:end]
     lead = len(piece) - len(piece.lstrip(" ,;.:"))
     piece = piece.strip(" ,;.:")
-    while (m := _FILLER_RE.match(piece.lower())) and m.end() > 0:
+    while m := _FILLER_RE.match(piece.lower()):
         lead += m.end()
         piece = piece[m.end() :]
     piece = piece.rstrip(" ,;.:")

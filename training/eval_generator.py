@@ -140,7 +140,7 @@ def evaluate_generator(
         novel = [uses_novel_words(s) for s in clip_specs]
         novel_template = [uses_novel_template(s) for s in clip_specs]
     scores: dict[str, list[float]] = {t: [] for t in TASKS}
-    by_words: dict[str, list[float]] = {}
+    by_novelty: dict[str, list[float]] = {}
     ordered: list[float | None] = []  # temporal prompts: stated order kept, when all events are heard
     examples = []
     generated = 0
@@ -158,8 +158,8 @@ def evaluate_generator(
             if task == "temporal":
                 ordered.append(stated_order_heard(det, spec))
             if novel is not None:
-                by_words.setdefault(f"{task}|{'novel' if novel[i + j] else 'seen'}_words", []).append(score)
-                by_words.setdefault(f"{task}|{'novel' if novel_template[i + j] else 'seen'}_template", []).append(score)
+                by_novelty.setdefault(f"{task}|{'novel' if novel[i + j] else 'seen'}_words", []).append(score)
+                by_novelty.setdefault(f"{task}|{'novel' if novel_template[i + j] else 'seen'}_template", []).append(score)
             if sum(e[0] == task for e in examples) < 2:  # two examples per task for the mel sheet
                 examples.append((task, spec.prompt, w))
     seconds = time.perf_counter() - t0
@@ -170,9 +170,9 @@ def evaluate_generator(
             metrics[names[task]] = float(np.mean(scores[task]))
             metrics[f"{task}.prompts"] = float(len(scores[task]))
     for task in TASKS:
-        for words in ("seen_words", "novel_words", "seen_template", "novel_template"):
-            if by_words.get(f"{task}|{words}"):
-                metrics[f"{names[task]}.{words}"] = float(np.mean(by_words[f"{task}|{words}"]))
+        for split in ("seen_words", "novel_words", "seen_template", "novel_template"):
+            if by_novelty.get(f"{task}|{split}"):
+                metrics[f"{names[task]}.{split}"] = float(np.mean(by_novelty[f"{task}|{split}"]))
     heard = [o for o in ordered if o is not None]
     if ordered:
         metrics["temporal.all_heard"] = len(heard) / len(ordered)
