@@ -151,9 +151,12 @@ def test_concurrent_requests_share_a_generator_batch(url):
         results = list(pool.map(lambda b: post(url, b).json(), bodies))
     sizes = [r["timings"]["batch_waveforms"] for r in results]
     assert max(sizes) > 2, f"no two requests were batched together: {sizes}"
-    for body, r in zip(bodies, results):  # batching never changes what a request gets (up to float rounding)
-        alone = post(url, body).json()
-        assert np.abs(decode(alone["audio"])[0] - decode(r["audio"])[0]).max() < 1e-3, json.dumps(sizes)
+    # batching never changes what a request gets, up to float rounding: the mel differs by ~1e-5 between batch
+    # sizes, and Griffin-Lim's phase iterations amplify that to ~1e-3 of the peak (measured); another seed or
+    # another request's audio would differ by the order of the peak itself
+    for body, r in zip(bodies, results):
+        alone, batched = decode(post(url, body).json()["audio"])[0], decode(r["audio"])[0]
+        assert np.abs(alone - batched).max() < 1e-2 * np.abs(alone).max(), json.dumps(sizes)
 
 
 def test_a_burst_beyond_the_queue_gets_503_with_retry_after_and_nothing_hangs(url):
