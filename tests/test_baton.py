@@ -77,6 +77,37 @@ def test_beta_zero_removes_the_pretraining_term(unet_batch):
     assert not torch.allclose(_grads(unet, sched, z, hidden, mask, weight, pre, 0.25), _grads(unet, sched, z2, hidden, mask, weight, pre, 0.25))
 
 
+def test_a_timeline_generator_is_fine_tuned_with_its_timeline(unet_batch):
+    """A generator serving timelines trains with the masks it generates with: encode_set gives a sequence
+    caption the same token-by-time visibility generation uses (and a plain caption none), and baton_loss
+    hands it to the UNet: an all-visible mask changes nothing, a real one changes the loss."""
+    import numpy as np
+
+    from services.text_encoder import MINILM, TextEncoder
+    from services.timeline import TimelineAttnProcessor, parse_timeline, token_time_mask
+    from training.train_baton import encode_set
+
+    texts = ["a dog barks, then a bell rings", "rain falls"]
+    timeline_pipe = tiny_pipeline(TextEncoder.from_pretrained(MINILM, 32), default_timeline=True)
+    s = encode_set(timeline_pipe, texts, [np.zeros(100, np.float32)] * 2, np.ones(2, np.float32))
+    frames = s.mean.shape[2]
+    spans = timeline_pipe.text_encoder.token_spans(texts)
+    assert torch.equal(s.visible[0], token_time_mask(spans[0], parse_timeline(texts[0]), frames))
+    assert not s.visible[0].all() and s.visible[1].all()
+    assert s.padded(s.hidden.shape[1] + 3).visible[:, -3:].all(), "padding tokens stay visible (the key mask hides them)"
+    plain = encode_set(tiny_pipeline(TextEncoder.from_pretrained(MINILM, 32)), texts, [np.zeros(100, np.float32)] * 2, np.ones(2, np.float32))
+    assert plain.visible.all(), "a generator without timelines trains without them"
+
+    unet, sched, z, hidden, mask, pre = unet_batch
+    unet.set_attn_processor(TimelineAttnProcessor())
+    args = (unet, sched, z, hidden, mask, torch.ones(4), pre, 0.25)
+    base, _ = baton_loss(*args, torch.Generator().manual_seed(0))
+    visible = torch.ones(4, hidden.shape[1], z.shape[2], dtype=torch.bool)
+    torch.testing.assert_close(baton_loss(*args, torch.Generator().manual_seed(0), visible=visible)[0], base, rtol=0, atol=0)
+    visible[:, 1:, : z.shape[2] // 2] = False  # the first half of the clip sees only token 0
+    assert not torch.allclose(baton_loss(*args, torch.Generator().manual_seed(0), visible=visible)[0], base)
+
+
 @pytest.fixture(scope="module")
 def feedback(tmp_path_factory):
     """A tiny mini-layout generator, an HD dataset it made (simulated labels) and an RD one (unlabelled)."""

@@ -7,7 +7,9 @@ clips); the feedback term trains on generated clips, each weighted by r: its 0/1
 `tta data build` or imported human labels) or the reward model's score ("RD", for clips built with
 `--label none`). A clip with r = 0 contributes nothing: the feedback term only pulls the model towards
 what people accepted. w(t) is Min-SNR (gamma 5) for v-prediction; the text encoder, VAE and vocoder
-are frozen, so only the UNet changes.
+are frozen, so only the UNet changes. A generator that serves timelines (`default_timeline`) is
+fine-tuned with them: every caption that states a sequence gets the same cross-attention mask over time
+that generation gives it (services.timeline), so training and generation see the UNet the same way.
 
 Reads top to bottom: data (clips -> log-mel -> VAE latents, texts -> frozen text states, all once),
 model (the init generator's UNet), loop (both terms in one UNet batch; resumable `Stage`, progress bar,
@@ -30,6 +32,7 @@ from tqdm import tqdm
 from services.audio import MelSpectrogram, read_audio
 from services.generator import TangoPipeline, with_position_channels, with_token_positions
 from services.manifest import checkpoint_version, current_commit, write_manifest
+from services.timeline import TimelineMask, parse_timeline, token_time_mask
 from training.train_generator import Stage, min_snr_weight, pick_device, show
 
 CFG_DROPOUT = 0.1  # on the pretraining half only: keeps the unconditional branch guidance needs
@@ -45,6 +48,7 @@ class LatentSet:
     hidden: torch.Tensor  # [N, L, D] (fp16)
     mask: torch.Tensor  # [N, L] bool
     weight: torch.Tensor  # [N] float: r for feedback clips, 1 for pretraining clips
+    visible: torch.Tensor  # [N, L, T] bool: may latent frame t attend to token l (all True without a timeline)
 
     def __len__(self) -> int:
         return len(self.mean)
@@ -52,7 +56,7 @@ class LatentSet:
     def padded(self, length: int) -> LatentSet:
         """Text states padded (masked) to `length` tokens, so two sets share one UNet batch."""
         extra = length - self.hidden.shape[1]
-        return LatentSet(self.mean, self.std, F.pad(self.hidden, (0, 0, 0, extra)), F.pad(self.mask, (0, extra)), self.weight)
+        return LatentSet(self.mean, self.std, F.pad(self.hidden, (0, 0, 0, extra)), F.pad(self.mask, (0, extra)), self.weight, F.pad(self.visible, (0, 0, 0, extra), value=True))
 
 
 # ----------------------------------------------------------------------------- data
@@ -107,11 +111,13 @@ def world_clips(n: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
 def encode_set(pipe: TangoPipeline, texts: list[str], waveforms: list[np.ndarray], weights: np.ndarray, batch: int = 32) -> LatentSet:
     """Waveforms -> the pipeline's log-mel -> VAE posteriors; texts -> frozen text states. Every clip
     is cropped or padded with silence to the generator's default duration (what it generates), so
-    pretraining and feedback latents share one shape."""
+    pretraining and feedback latents share one shape. With the generator's `default_timeline` on, each
+    text's token visibility over latent time is what generation would use for it."""
     mel = MelSpectrogram(pipe.mel).to(pipe.device)
     frames = pipe.num_frames(pipe.config.default_duration_s)
     samples = frames * pipe.mel.hop_length
-    means, stds, hiddens, masks = [], [], [], []
+    latent_frames = frames // pipe.vae_scale
+    means, stds, hiddens, masks, visibles = [], [], [], [], []
     vae_dtype = next(pipe.vae.parameters()).dtype
     for i in tqdm(range(0, len(texts), batch), desc="encode clips"):
         wav = torch.from_numpy(np.stack([np.pad(w[:samples], (0, max(0, samples - len(w)))) for w in waveforms[i : i + batch]])).to(pipe.device)
@@ -119,13 +125,20 @@ def encode_set(pipe: TangoPipeline, texts: list[str], waveforms: list[np.ndarray
         post = pipe.vae.encode(logmel[:, None].to(vae_dtype)).latent_dist
         means.append(post.mean.half().cpu())
         stds.append(post.std.half().cpu())
-        h, m = pipe.text_encoder(texts[i : i + batch])
+        chunk = texts[i : i + batch]
+        h, m = pipe.text_encoder(chunk)
         hiddens.append(h.half().cpu())
         masks.append(m.bool().cpu())
+        if pipe.config.default_timeline:
+            spans = pipe.text_encoder.token_spans(chunk)
+            visibles.append(torch.stack([token_time_mask(spans[j], parse_timeline(text), latent_frames) for j, text in enumerate(chunk)]))
+        else:
+            visibles.append(torch.ones(len(chunk), h.shape[1], latent_frames, dtype=torch.bool))
     length = max(h.shape[1] for h in hiddens)
     hidden = torch.cat([F.pad(h, (0, 0, 0, length - h.shape[1])) for h in hiddens])
     mask = torch.cat([F.pad(m, (0, length - m.shape[1])) for m in masks])
-    return LatentSet(torch.cat(means), torch.cat(stds), hidden, mask, torch.from_numpy(np.asarray(weights, np.float32)))
+    visible = torch.cat([F.pad(v, (0, 0, 0, length - v.shape[1]), value=True) for v in visibles])
+    return LatentSet(torch.cat(means), torch.cat(stds), hidden, mask, torch.from_numpy(np.asarray(weights, np.float32)), visible)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -142,18 +155,21 @@ def baton_loss(
     snr_gamma: float = 5.0,
     position_channels: int = 0,
     text_position_channels: int = 0,
+    visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """BATON's objective on one UNet batch holding both terms' samples.
 
     z: clean latents [B, C, T, F] (already scaled); weight: r per feedback sample (ignored for
     pretraining samples); is_pretrain: which rows belong to the pretraining term. Each term is the
-    mean over its own rows, so beta means the same whatever the two halves' sizes."""
+    mean over its own rows, so beta means the same whatever the two halves' sizes. visible [B, L, T]:
+    the rows' timeline masks (services.timeline; needs the UNet's TimelineAttnProcessor), or None."""
     device = z.device
     noise = torch.randn(z.shape, generator=generator).to(device, z.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=generator).to(device)
     noisy = scheduler.add_noise(z, noise, t)
     target = scheduler.get_velocity(z, noise, t)
-    pred = unet(with_position_channels(noisy, position_channels), t, encoder_hidden_states=with_token_positions(hidden, text_position_channels), encoder_attention_mask=mask).sample
+    timeline = None if visible is None or bool(visible.all()) else {"timeline": TimelineMask(visible, z.shape[-1])}
+    pred = unet(with_position_channels(noisy, position_channels), t, encoder_hidden_states=with_token_positions(hidden, text_position_channels), encoder_attention_mask=mask, cross_attention_kwargs=timeline).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)) * min_snr_weight(scheduler, t, snr_gamma)
     pre, fb = is_pretrain, ~is_pretrain
     zero = per_sample.sum() * 0.0
@@ -200,7 +216,7 @@ def train_baton(
 
     # data, encoded once and cached: the encoders are frozen
     cache = work_dir / "latents.pt"
-    data_description = {"init": checkpoint_version(init), "hd": [str(d) for d in hd_dirs], "rd": [str(d) for d in rd_dirs], "n_pretrain": n_pretrain, "seed": seed}
+    data_description = {"init": checkpoint_version(init), "hd": [str(d) for d in hd_dirs], "rd": [str(d) for d in rd_dirs], "n_pretrain": n_pretrain, "seed": seed, "timeline": pipe.config.default_timeline}
     if cache.is_file() and (work_dir / "data.json").is_file() and json.loads((work_dir / "data.json").read_text())["key"] == data_description:
         saved = torch.load(cache, weights_only=True)
         pre, fb = (LatentSet(**saved[k]) for k in ("pretrain", "feedback"))
@@ -234,17 +250,17 @@ def train_baton(
     def draw(s: LatentSet, idx: torch.Tensor, drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         eps = torch.randn(s.mean[idx].shape, generator=g)
         z = (s.mean[idx].float() + s.std[idx].float() * eps) * scaling
-        h, m = s.hidden[idx].float(), s.mask[idx]
-        if drop is not None:
-            h, m = torch.where(drop[:, None, None], empty_hidden, h), torch.where(drop[:, None], empty_mask, m)
-        return z, h, m, s.weight[idx]
+        h, m, v = s.hidden[idx].float(), s.mask[idx], s.visible[idx]
+        if drop is not None:  # the empty prompt: no timeline, as the unconditional branch at generation
+            h, m, v = torch.where(drop[:, None, None], empty_hidden, h), torch.where(drop[:, None], empty_mask, m), v | drop[:, None, None]
+        return z, h, m, s.weight[idx], v
 
     bar = tqdm(total=steps, initial=stage.step, desc="baton fine-tune")
     while not stage.done:
-        zp, hp, mp, wp = draw(pre, torch.randint(len(pre), (batch_size,), generator=g), torch.rand(batch_size, generator=g) < CFG_DROPOUT)
-        zf, hf, mf, wf = draw(fb, torch.randint(len(fb), (batch_size,), generator=g), None)
-        z, h, m, w = (torch.cat(pair).to(dev) for pair in ((zp, zf), (hp, hf), (mp, mf), (wp, wf)))
-        loss, parts = baton_loss(unet, scheduler, z, h, m, w, is_pretrain, beta, g, position_channels=pipe.config.position_channels, text_position_channels=pipe.config.text_position_channels)
+        zp, hp, mp, wp, vp = draw(pre, torch.randint(len(pre), (batch_size,), generator=g), torch.rand(batch_size, generator=g) < CFG_DROPOUT)
+        zf, hf, mf, wf, vf = draw(fb, torch.randint(len(fb), (batch_size,), generator=g), None)
+        z, h, m, w, v = (torch.cat(pair).to(dev) for pair in ((zp, zf), (hp, hf), (mp, mf), (wp, wf), (vp, vf)))
+        loss, parts = baton_loss(unet, scheduler, z, h, m, w, is_pretrain, beta, g, position_channels=pipe.config.position_channels, text_position_channels=pipe.config.text_position_channels, visible=v)
         stage.update(loss)
         show(bar, stage.record(**parts))
         bar.update(1)
@@ -270,7 +286,7 @@ def train_baton(
         git_commit=commit_at_start,
         extra={
             "base": {"dir": str(init), "version": checkpoint_version(init)},
-            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "n_pretrain": len(pre), "feedback_clips": len(fb)},
+            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "n_pretrain": len(pre), "feedback_clips": len(fb)},
             "data": described,
             "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,
             "evaluation": evaluation,
