@@ -78,18 +78,20 @@ def main() -> None:
     import torch
     from ray import serve
 
-    from deployments.config import free_port, start_ray
+    from deployments.config import free_port, read_config, shipped_config, start_ray
     from services.checkpoints import shipped
     from services.generator import TangoPipeline
     from services.pipeline import GenerationSettings, TextToAudio
-    from services.reward import RewardModel
+    from services.reward import load_reranker
 
     start_ray(args.num_cpus)
     port = free_port()
     url = deploy_service(port, dynamic_batching=True)
     replica = httpx.get(f"{url}/v1/models", timeout=60).json()["generator"]
     torch.set_num_threads(replica["torch_threads"])
-    local = TextToAudio(TangoPipeline.from_pretrained(shipped("generator"), device="cpu"), reranker=RewardModel.from_pretrained(shipped("reward"), "cpu", backend="onnx"))
+    served_args = read_config(shipped_config("cpu"))["applications"][0]["args"]  # the in-process chain reranks as the service does
+    reranker, _ = load_reranker(served_args["reranker"], device="cpu", backend=served_args.get("reranker_backend", "onnx"))
+    local = TextToAudio(TangoPipeline.from_pretrained(shipped("generator"), device="cpu"), reranker=reranker)
     settings = GenerationSettings(steps=args.steps)
     steps = args.steps or replica["defaults"]["steps"]
 

@@ -51,7 +51,7 @@ class BatchRequest(GenerationParameters):
 class CandidateOut(BaseModel):
     index: int = Field(description="position in generation order")
     seed: int
-    reward: float | None = Field(description="reward model score in [0, 1]; null while no reranker is deployed")
+    reward: float | None = Field(description="the reranker's score: the reward model's acceptance probability in [0, 1], or the CLAP cosine in [-1, 1] (reranker clap; models.reranker says which); null while no reranker is deployed")
     audio: str | None = Field(None, description="base64 audio, with return_candidates='all'")
 
 

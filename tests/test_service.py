@@ -33,8 +33,8 @@ def test_health_readiness_models_and_openapi(url):
     assert ready.status_code == 200 and ready.json()["generator"] == checkpoint_version(shipped("generator"))
     models = httpx.get(f"{url}/v1/models", timeout=30).json()
     assert models["generator"]["sample_rate"] == 16000
-    assert models["reranker"]["version"] == checkpoint_version(shipped("reward")) and models["reranker"]["backend"] == "onnx"
-    assert "CPUExecutionProvider" in models["reranker"]["providers"]
+    # the CPU config serves CLAP cosine as the picker (the reward model's ONNX path: test_reward, test_serve_config)
+    assert models["reranker"]["version"] == checkpoint_version(shipped("clap")) and models["reranker"]["backend"] == "clap-cosine"
     assert ready.json()["reranker"] == models["reranker"]["version"]
     assert models["rewriter"]["version"] == ready.json()["rewriter"] == checkpoint_version(shipped("rewriter"))
     assert "/v1/audio/generations" in httpx.get(f"{url}/openapi.json").json()["paths"]
@@ -46,11 +46,11 @@ def test_generation_json_with_every_candidate(url):
     body = r.json()
     audio, sr = decode(body["audio"])
     assert sr == body["sample_rate"] == 16000 and audio.shape == (65536,) and np.abs(audio).max() > 0
-    # best first by reward: the response's clip is the top-ranked candidate, its seed one of 7, 8, 9
+    # best first by the reranker's score: the response's clip is the top-ranked candidate, its seed one of 7, 8, 9
     rewards = [c["reward"] for c in body["candidates"]]
-    assert rewards == sorted(rewards, reverse=True) and all(0 < r < 1 for r in rewards)
+    assert rewards == sorted(rewards, reverse=True) and all(-1 <= r <= 1 for r in rewards)  # CLAP cosines
     assert sorted(c["seed"] for c in body["candidates"]) == [7, 8, 9] and body["seed"] == body["candidates"][0]["seed"]
-    assert body["reward"] == rewards[0] and body["models"]["reranker"].startswith("reward@")
+    assert body["reward"] == rewards[0] and body["models"]["reranker"].startswith("clap@")
     assert all(c["audio"] for c in body["candidates"]) and body["candidates"][0]["audio"] == body["audio"]
     assert body["settings"]["steps"] == 2 and body["models"]["generator"].startswith("generator@")
     assert {"generate_s", "rerank_s", "total_s"} <= set(body["timings"])
