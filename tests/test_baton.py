@@ -198,9 +198,11 @@ def test_pick_metrics_count_every_candidate_at_n1():
 
     labels = np.array([[0, 1, 1, 0], [0, 1, 1, 1], [0, 0, 0, 0]])
     reward = np.array([[0.9, 0.1, 0.2, 0.3], [0.1, 0.2, 0.8, 0.3], [0.5, 0.4, 0.3, 0.2]])
-    m = pick_metrics(CandidateScores(labels=labels, clap=np.zeros((3, 4)), reward=reward))
+    clap = np.array([[0.1, 0.9, 0.2, 0.3], [0.9, 0.2, 0.1, 0.3], [0.5, 0.4, 0.3, 0.2]])
+    m = pick_metrics(CandidateScores(labels=labels, clap=clap, reward=reward))
     assert m["n1"] == pytest.approx(5 / 12)  # the first candidates alone would say 0
     assert m["best_of_4"] == pytest.approx(1 / 3)  # picks 0 (rejected), 2 (accepted), 0 (rejected)
+    assert m["best_of_4_clap"] == pytest.approx(1 / 3)  # picks 1 (accepted), 0 (rejected), 0 (rejected)
     assert m["n1_se"] == pytest.approx(np.std([0.5, 0.75, 0.0], ddof=1) / np.sqrt(3))
 
 
@@ -239,7 +241,8 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
         assert table[f"hd.{key}"] == table[f"base.{key}"], key
     assert {"rd.temporal.n1", "rd.single.n1"} <= set(table)
     lines = (out / "report.md").read_text().splitlines()
-    assert [line.split("|")[1].strip() for line in lines[2:]] == ["base", "hd", "rd"] * 2
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["base", "hd", "rd"] * 3
+    assert "best-of-4 by CLAP" in lines[-1] and table["hd.temporal.best_of_4_clap"] == table["base.temporal.best_of_4_clap"]
     assert "(+0.0)" in lines[3] and (out / "training.png").stat().st_size > 0
     bad = CliRunner().invoke(main, ["eval", "baton", "--model", f"best={tuned}"])
     assert bad.exit_code != 0 and "NAME one of base, hd, rd, hd+rd" in bad.output

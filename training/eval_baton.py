@@ -3,8 +3,8 @@
 Per generator (rows base, hd, rd, hd+rd): n held-out integrity and temporal prompts with K=4 candidates
 each (built and oracle-labelled by the dataset builder, cached, resumable), plus n single-event prompts.
 Columns at N=1 (a plain generation: the mean over all four candidates, each an independent N=1 sample,
-so the estimate rests on 4n clips rather than n) and, in "best-of-4" rows, with the reward model picking
-among the four: oracle integrity, oracle temporal, CLAP score (cosine of the user's prompt and the clip,
+so the estimate rests on 4n clips rather than n) and, in "best-of-4" rows, with the reward model or the
+CLAP cosine (the mini default's served picker) picking among the four: oracle integrity, oracle temporal, CLAP score (cosine of the user's prompt and the clip,
 mean over both tasks) and single-event presence. Each N=1 accuracy carries its standard error across
 prompts (`{task}.n1_se`), and each row's difference from base the paired standard error
 (`{task}.n1_delta_se`: same prompts, same seeds), so a difference can be told from noise.
@@ -30,13 +30,15 @@ COLUMNS = ("integrity", "temporal", "clap", "single")
 
 def pick_metrics(scores: CandidateScores) -> dict[str, float]:
     """One task's oracle accuracy at N=1 (mean over every candidate: each is a plain generation), its
-    standard error across prompts, and with the reward model picking the best of the K candidates."""
+    standard error across prompts, and with the reward model (best_of_4) or CLAP (best_of_4_clap) picking
+    the best of the K candidates."""
     per_prompt = scores.labels.mean(1)
-    best = scores.reward.argmax(1)
+    rows = np.arange(len(per_prompt))
     return {
         "n1": float(per_prompt.mean()),
         "n1_se": standard_error(per_prompt),
-        "best_of_4": float(scores.labels[np.arange(len(best)), best].mean()),
+        "best_of_4": float(scores.labels[rows, scores.reward.argmax(1)].mean()),
+        "best_of_4_clap": float(scores.labels[rows, scores.clap.argmax(1)].mean()),
     }
 
 
@@ -46,7 +48,7 @@ def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Pat
 
     out: dict[str, float] = {}
     per_prompt: dict[str, np.ndarray] = {}
-    clap_n1, clap_n4 = [], []
+    clap_n1, clap_n4, clap_n4_clap = [], [], []
     for task in ("integrity", "temporal"):
         directory = build_candidates(task, n, K, work_dir, pipe, generator_dir, oracle, progress=progress)  # type: ignore[arg-type]
         scores = score_candidates(directory, reward_model, clap)
@@ -54,8 +56,10 @@ def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Pat
         per_prompt[task] = scores.labels.mean(1)
         clap_n1.append(scores.clap.reshape(-1))
         clap_n4.append(scores.clap[np.arange(len(scores.clap)), scores.reward.argmax(1)])
+        clap_n4_clap.append(scores.clap.max(1))
     out["clap.n1"] = float(np.concatenate(clap_n1).mean())
     out["clap.best_of_4"] = float(np.concatenate(clap_n4).mean())
+    out["clap.best_of_4_clap"] = float(np.concatenate(clap_n4_clap).mean())
     singles = [p for p in heldout_prompts(n) if task_of(p) == "single"][:n]
     report = evaluate_generator(pipe, prompts=singles, oracle=oracle, roundtrip_n=0, progress=progress)
     single = out["single.n1"] = report.metrics["single.presence"]
@@ -76,15 +80,18 @@ def add_paired_deltas(rows: dict[str, dict[str, float]], per_prompt: dict[str, d
 
 
 def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{row}.{column}.{n1|n1_se|n1_delta_se|best_of_4} -> value (single-event presence only at n1)."""
+    """{row}.{column}.{n1|n1_se|n1_delta_se|best_of_4|best_of_4_clap} -> value (single-event presence only at n1)."""
     return {f"{row}.{key}": value for row, metrics in rows.items() for key, value in metrics.items()}
 
 
 def baton_markdown(rows: dict[str, dict[str, float]]) -> str:
     base = rows.get("base")
     lines = ["| generator | picking | oracle integrity | oracle temporal | CLAP score | single-event presence |", "|---|---|---|---|---|---|"]
-    for pick, suffix in (("N=1", "n1"), ("best-of-4 by reward", "best_of_4")):
+    picks = [("N=1", "n1"), ("best-of-4 by reward", "best_of_4"), ("best-of-4 by CLAP", "best_of_4_clap")]
+    for pick, suffix in picks:
         for row, m in rows.items():
+            if f"integrity.{suffix}" not in m:
+                continue
             cells = []
             for col in COLUMNS:
                 key = f"{col}.{suffix}" if col != "single" else "single.n1"

@@ -599,7 +599,7 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
 @click.option("--device", default=None, help="cpu or cuda[:i]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like hd+rd.temporal.n1) on the last line")
 def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
-    """BATON's table: base vs HD / RD / HD+RD fine-tuned generators, N=1 and best-of-4 by reward."""
+    """BATON's table: base vs HD / RD / HD+RD fine-tuned generators, N=1 and best-of-4 by reward and by CLAP."""
     from services.checkpoints import shipped
     from services.reward import RewardModel
     from training.eval_baton import ROWS, add_paired_deltas, baton_markdown, baton_table, evaluate_row
