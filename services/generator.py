@@ -248,13 +248,16 @@ class TangoPipeline:
         h, m = self.text_encoder(negative + prompts)
         return h.to(self.dtype), m.to(self.device)
 
+    def token_visibility(self, texts: list[str], segments: list[list[Segment] | None], frames: int) -> torch.Tensor:
+        """[B, tokens, frames] bool: which tokens of each text's encoder states each latent frame may attend
+        to under its timeline (every token everywhere for a text without one). BATON training uses it too."""
+        spans = self.text_encoder.token_spans(texts)
+        return torch.stack([token_time_mask(spans[i], seg, frames) for i, seg in enumerate(segments)])
+
     def _timeline_mask(self, prompts: list[str], negatives: list[str], segments: list[list[Segment] | None], frames: int, num_candidates: int) -> TimelineMask:
         """Token visibility per UNet row ([uncond ; cond], each repeated per candidate): negatives see all their tokens."""
-        texts = negatives + prompts
-        spans = self.text_encoder.token_spans(texts)
-        rows = [token_time_mask(spans[i], seg, frames) for i, seg in enumerate([None] * len(negatives) + segments)]
-        visible = torch.stack(rows).repeat_interleave(num_candidates, 0)
-        return TimelineMask(visible, self.mel.n_mels // self.vae_scale)
+        visible = self.token_visibility(negatives + prompts, [None] * len(negatives) + segments, frames)
+        return TimelineMask(visible.repeat_interleave(num_candidates, 0), self.mel.n_mels // self.vae_scale)
 
     def decode(self, latents: torch.Tensor, vocoder: str | None = None) -> torch.Tensor:
         """Latents [B, C, T/s, F/s] -> waveforms [B, T * hop] (float32)."""

@@ -4,8 +4,8 @@ Per generator (rows base, hd, rd, hd+rd): n held-out integrity and temporal prom
 each (built and oracle-labelled by the dataset builder, cached, resumable), plus n single-event prompts.
 Columns at N=1 (a plain generation: the mean over all four candidates, each an independent N=1 sample,
 so the estimate rests on 4n clips rather than n) and, in "best-of-4" rows, with the reward model or the
-CLAP cosine (the mini default's served picker) picking among the four: oracle integrity, oracle temporal, CLAP score (cosine of the user's prompt and the clip,
-mean over both tasks) and single-event presence. Each N=1 accuracy carries its standard error across
+CLAP cosine (the mini default's served picker) picking among the four: oracle integrity, oracle temporal,
+CLAP score (cosine of the user's prompt and the clip, mean over both tasks) and single-event presence. Each N=1 accuracy carries its standard error across
 prompts (`{task}.n1_se`), and each row's difference from base the paired standard error
 (`{task}.n1_delta_se`: same prompts, same seeds), so a difference can be told from noise.
 """

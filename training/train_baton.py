@@ -32,7 +32,7 @@ from tqdm import tqdm
 from services.audio import MelSpectrogram, read_audio
 from services.generator import TangoPipeline, with_position_channels, with_token_positions
 from services.manifest import checkpoint_version, current_commit, write_manifest
-from services.timeline import TimelineMask, parse_timeline, token_time_mask
+from services.timeline import TimelineMask, parse_timeline
 from training.train_generator import Stage, min_snr_weight, pick_device, show
 
 CFG_DROPOUT = 0.1  # on the pretraining half only: keeps the unconditional branch guidance needs
@@ -130,8 +130,7 @@ def encode_set(pipe: TangoPipeline, texts: list[str], waveforms: list[np.ndarray
         hiddens.append(h.half().cpu())
         masks.append(m.bool().cpu())
         if pipe.config.default_timeline:
-            spans = pipe.text_encoder.token_spans(chunk)
-            visibles.append(torch.stack([token_time_mask(spans[j], parse_timeline(text), latent_frames) for j, text in enumerate(chunk)]))
+            visibles.append(pipe.token_visibility(chunk, [parse_timeline(text) for text in chunk], latent_frames))
         else:
             visibles.append(torch.ones(len(chunk), h.shape[1], latent_frames, dtype=torch.bool))
     length = max(h.shape[1] for h in hiddens)
