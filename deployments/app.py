@@ -353,7 +353,7 @@ class Ingress:
 BUILD_ARGS = {
     "checkpoint": "generator directory (default: the shipped mini default)",
     "device": "cpu | cuda[:i] for the generator and the reward model (default: cuda when the replica has a GPU)",
-    "dtype": "float16 | bfloat16 | float32 for the generator (default: float16 on CUDA, float32 on CPU)",
+    "dtype": "float16 | bfloat16 | float32 for the generator (default: float16 on CUDA; bfloat16 on a CPU with bf16 hardware, else float32)",
     "batch_wait_timeout_s": "how long the generator waits to fill a batch (default 0.05)",
     "dynamic_batching": "false: one generator call per request (the benchmark's baseline)",
     "torch_threads": "CPU threads of the generator's and reranker's torch (default: every core of the machine)",

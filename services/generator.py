@@ -138,6 +138,21 @@ def candidate_seeds(seed: int | list[int] | None, num_prompts: int, num_candidat
     return [[int(b) + j for j in range(num_candidates)] for b in bases]
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware (AVX-512 BF16 or AMX tiles): only then is bf16
+    faster than fp32 here; elsewhere torch emulates it and it is slower."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """UNet/VAE precision when nobody asks for one: fp16 on CUDA; bf16 on a CPU that computes it natively,
+    where the mini default generated 1.66x faster at batch 16 with the same oracle accuracy
+    (docs/results/generator/bf16); fp32 on other CPUs."""
+    if torch.device(device).type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_computes_bf16() else torch.float32
+
+
 class TangoPipeline:
     def __init__(self, config: GeneratorConfig, text_encoder: TextEncoder, unet, vae, vocoder, scheduler) -> None:
         self.config = config
@@ -181,7 +196,7 @@ class TangoPipeline:
         return self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> TangoPipeline:
-        """Move to a device. UNet and VAE take `dtype` (fp16/bf16 on CUDA); the text encoder stays
+        """Move to a device. UNet and VAE take `dtype` (default_dtype chooses one); the text encoder stays
         fp32 (T5 overflows in fp16) and the vocoder stays fp32 for clean audio."""
         self.device = torch.device(device)
         self.dtype = dtype or torch.float32
@@ -214,7 +229,7 @@ class TangoPipeline:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype is None:
-            dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+            dtype = default_dtype(device)
         unet = UNet2DConditionModel.from_pretrained(directory / "unet", torch_dtype=dtype)
         vae = AutoencoderKL.from_pretrained(directory / "vae", torch_dtype=dtype)
         vocoder = SpeechT5HifiGan.from_pretrained(directory / "vocoder")
@@ -383,6 +398,6 @@ class TangoPipeline:
         samples = int(round(duration_s * self.sample_rate))
         wav = wav[:, :samples].float().cpu().numpy().reshape(len(prompts), num_candidates, -1)
         timings["decode_s"] = time.perf_counter() - t0
-        settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name, "timeline": use_timeline}
+        settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name, "timeline": use_timeline, "dtype": str(self.dtype).removeprefix("torch.")}
         timelines = [[s.text for s in seg] if seg else None for seg in segments]
         return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings, timelines)

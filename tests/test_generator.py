@@ -61,7 +61,26 @@ def test_shapes_dtype_and_seeds(pipe):
     assert out.waveforms.shape == (2, 3, 4096) and out.waveforms.dtype == np.float32
     assert out.seeds == [[10, 11, 12], [10, 11, 12]] and out.sample_rate == 16000
     assert set(out.timings) == {"encode_s", "denoise_s", "decode_s"}
-    assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256, "vocoder": "hifigan", "timeline": False}
+    assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256, "vocoder": "hifigan", "timeline": False, "dtype": "float32"}
+
+
+def test_default_precision_follows_the_hardware(monkeypatch):
+    """fp16 on CUDA; on a CPU bf16 only where the hardware computes it (elsewhere torch emulates it, slower than fp32)."""
+    import services.generator as generator
+
+    assert generator.default_dtype("cuda:0") == torch.float16
+    monkeypatch.setattr(generator, "cpu_computes_bf16", lambda: True)
+    assert generator.default_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(generator, "cpu_computes_bf16", lambda: False)
+    assert generator.default_dtype(torch.device("cpu")) == torch.float32
+
+
+def test_a_bf16_pipeline_on_cpu_says_so_and_generates(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "g")
+    bf16 = TangoPipeline.from_pretrained(tmp_path / "g", device="cpu", dtype=torch.bfloat16)
+    out = bf16.generate(["a dog barks"], num_candidates=2, seed=3)
+    assert bf16.unet.dtype == bf16.vae.dtype == torch.bfloat16 and bf16.vocoder.dtype == torch.float32
+    assert out.settings["dtype"] == "bfloat16" and out.waveforms.dtype == np.float32 and np.isfinite(out.waveforms).all()
 
 
 def test_same_seed_same_audio_and_candidates_do_not_depend_on_the_batch(pipe):
@@ -128,7 +147,7 @@ def test_griffin_lim_vocoder_per_call_or_as_the_checkpoint_default(text_encoder,
     np.testing.assert_array_equal(griffin.waveforms, pipe.generate(["a dog barks"], num_candidates=2, seed=3, vocoder="griffin-lim").waveforms)
     default_gl = tiny_pipeline(text_encoder, default_vocoder="griffin-lim")
     default_gl.save_pretrained(tmp_path / "g")
-    loaded = TangoPipeline.from_pretrained(tmp_path / "g", device="cpu")
+    loaded = TangoPipeline.from_pretrained(tmp_path / "g", device="cpu", dtype=torch.float32)
     np.testing.assert_array_equal(loaded.generate(["a dog barks"], num_candidates=2, seed=3).waveforms, griffin.waveforms)
     audio = hifigan.waveforms[0]
     assert pipe.reconstruct(audio, through_vae=False, vocoder="griffin-lim").shape == audio.shape
@@ -152,7 +171,7 @@ def test_save_load_round_trip_and_manifest(pipe, tmp_path):
     write_manifest(tmp_path / "g", command="test", seed=0, metrics={})
     manifest = json.loads((tmp_path / "g" / "MANIFEST.json").read_text())
     assert "unet/diffusion_pytorch_model.safetensors" in manifest["files"] and "pipeline.json" in manifest["files"]
-    loaded = TangoPipeline.from_pretrained(tmp_path / "g", device="cpu")
+    loaded = TangoPipeline.from_pretrained(tmp_path / "g", device="cpu", dtype=torch.float32)
     np.testing.assert_array_equal(pipe.generate(["a bell"], seed=2).waveforms, loaded.generate(["a bell"], seed=2).waveforms)
     weights = tmp_path / "g" / "vae" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)

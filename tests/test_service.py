@@ -20,6 +20,14 @@ def post(url: str, body: dict, **kwargs) -> httpx.Response:
     return httpx.post(f"{url}/v1/audio/generations", json=body, timeout=120, **kwargs)
 
 
+def log_mel(wav: np.ndarray) -> np.ndarray:
+    import torch
+
+    from services.audio import MelConfig, MelSpectrogram
+
+    return MelSpectrogram(MelConfig())(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))).numpy()
+
+
 def decode(b64: str) -> tuple[np.ndarray, int]:
     return sf.read(io.BytesIO(base64.b64decode(b64)), dtype="float32")
 
@@ -151,12 +159,15 @@ def test_concurrent_requests_share_a_generator_batch(url):
         results = list(pool.map(lambda b: post(url, b).json(), bodies))
     sizes = [r["timings"]["batch_waveforms"] for r in results]
     assert max(sizes) > 2, f"no two requests were batched together: {sizes}"
-    # batching never changes what a request gets, up to float rounding: the mel differs by ~1e-5 between batch
-    # sizes, and Griffin-Lim's phase iterations amplify that to ~1e-3 of the peak (measured); another seed or
-    # another request's audio would differ by the order of the peak itself
-    for body, r in zip(bodies, results):
-        alone, batched = decode(post(url, body).json()["audio"])[0], decode(r["audio"])[0]
-        assert np.abs(alone - batched).max() < 1e-2 * np.abs(alone).max(), json.dumps(sizes)
+    # batching never changes what a request gets, up to rounding. Compared as log-mel, because Griffin-Lim's
+    # phase iterations turn small mel differences into large waveform ones: in fp32 the mel differs by ~1e-5
+    # between batch sizes; in bf16 (the default on CPUs with bf16 hardware) kernels round differently per batch
+    # size and 25 steps later the log-mel differs by ~0.03-0.05, against 2-5 between two seeds (measured)
+    batched = [log_mel(decode(r["audio"])[0]) for r in results]
+    for i, body in enumerate(bodies):
+        alone = log_mel(decode(post(url, body).json()["audio"])[0])
+        nearest_other = min(np.abs(batched[j] - batched[i]).mean() for j in range(len(bodies)) if j != i)
+        assert np.abs(alone - batched[i]).mean() < 0.1 * nearest_other, json.dumps(sizes)
 
 
 def test_a_burst_beyond_the_queue_gets_503_with_retry_after_and_nothing_hangs(url):

@@ -102,7 +102,7 @@ def test_every_original_key_is_accounted_for(converted):
 
 def test_vae_and_vocoder_reproduce_the_original_audioldm_modules(converted):
     dst, _ = converted
-    pipe = TangoPipeline.from_pretrained(dst, device="cpu")
+    pipe = TangoPipeline.from_pretrained(dst, device="cpu", dtype=torch.float32)
     ref = load_file(str(FIXTURE_DIR / "audioldm_outputs.safetensors"))
     latents = seeded_input(LATENT_SHAPE, 1)
     with torch.no_grad():
@@ -120,7 +120,7 @@ def test_vae_and_vocoder_reproduce_the_original_audioldm_modules(converted):
 
 def test_unet_and_text_encoder_match_the_original_modules(converted):
     dst, _ = converted
-    pipe = TangoPipeline.from_pretrained(dst, device="cpu")
+    pipe = TangoPipeline.from_pretrained(dst, device="cpu", dtype=torch.float32)
     unet, encoder = _tiny_main_modules()
     x, t = seeded_input((2, 8, 16, 16), 4), torch.tensor([10, 900])
     ids = torch.tensor([[5, 17, 300, 1], [9, 2, 1, 0]])
@@ -135,7 +135,7 @@ def test_unet_and_text_encoder_match_the_original_modules(converted):
 
 def test_converted_pipeline_generates_with_tango_defaults(converted):
     dst, _ = converted
-    pipe = TangoPipeline.from_pretrained(dst, device="cpu")
+    pipe = TangoPipeline.from_pretrained(dst, device="cpu", dtype=torch.float32)
     assert pipe.config.default_scheduler == "ddpm" and pipe.config.default_guidance_scale == 3.0
     assert pipe.scheduler_config["prediction_type"] == "v_prediction" and pipe.scheduler_config["beta_schedule"] == "scaled_linear"
     out = pipe.generate(["a dog barks"], num_candidates=2, steps=3, seed=7, duration_s=0.5)
@@ -157,7 +157,7 @@ def test_tango2_and_baton_finetunes_convert_the_same(tmp_path, configs, converte
     report = convert_tango(src, tmp_path / "out", vae_from=vae_from, **configs)
     assert accounted(report) == sum(report.source_keys.values())
     ref_dir, _ = converted
-    a, b = TangoPipeline.from_pretrained(ref_dir, device="cpu"), TangoPipeline.from_pretrained(tmp_path / "out", device="cpu")
+    a, b = TangoPipeline.from_pretrained(ref_dir, device="cpu", dtype=torch.float32), TangoPipeline.from_pretrained(tmp_path / "out", device="cpu", dtype=torch.float32)
     for name in ("unet", "vae", "vocoder"):
         sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -173,8 +173,8 @@ def test_weight_normed_vocoder_folds_to_the_same_weights(tmp_path, configs, conv
     torch.save(state, src / "pytorch_model_vae.bin")
     convert_tango(src, tmp_path / "out", **configs)
     ref_dir, _ = converted
-    a = TangoPipeline.from_pretrained(ref_dir, device="cpu").vocoder.conv_post.weight
-    b = TangoPipeline.from_pretrained(tmp_path / "out", device="cpu").vocoder.conv_post.weight
+    a = TangoPipeline.from_pretrained(ref_dir, device="cpu", dtype=torch.float32).vocoder.conv_post.weight
+    b = TangoPipeline.from_pretrained(tmp_path / "out", device="cpu", dtype=torch.float32).vocoder.conv_post.weight
     assert (a - b).abs().max() < 1e-6
 
 

@@ -214,7 +214,7 @@ def manifest_evaluation(pipe: TangoPipeline, n: int) -> tuple[dict[str, float], 
 def report_markdown(report: GeneratorReport) -> str:
     s = report.settings
     lines = [
-        f"settings: scheduler {s.get('scheduler')}, {s.get('steps')} steps, guidance {s.get('guidance_scale')}, {s.get('duration_s')} s, vocoder {s.get('vocoder')}, timeline {'on' if s.get('timeline') else 'off'}, N=1",
+        f"settings: scheduler {s.get('scheduler')}, {s.get('steps')} steps, guidance {s.get('guidance_scale')}, {s.get('duration_s')} s, vocoder {s.get('vocoder')}, timeline {'on' if s.get('timeline') else 'off'}, {s.get('dtype', 'float32')}, N=1",
         "",
         "| metric | value | bar | meaning |",
         "|---|---|---|---|",

@@ -416,6 +416,9 @@ def eval_oracle_cmd(n: int, checkpoint: Path | None, prompts: Path | None, seed:
         sys.exit(1)
 
 
+DTYPE_HELP = "UNet/VAE precision (default, as served: fp16 on CUDA; bf16 on a CPU with bf16 hardware, else fp32)"
+
+
 def _load_generator(checkpoint: Path | None, device: str | None = None, dtype: str | None = None):
     """The generator at `checkpoint` (default: the shipped mini default); exits cleanly on a bad directory."""
     import torch
@@ -504,7 +507,7 @@ def _generation_options(f):
 @click.option("--duration", "duration_s", type=click.FloatRange(0.1, 60), default=None, help="seconds (default: the checkpoint's)")
 @click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="generator directory (default: the shipped mini default)")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="UNet/VAE precision (default: fp16 on CUDA, fp32 on CPU)")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help=DTYPE_HELP)
 @click.option("--rewrite", is_flag=True, help="rewrite each prompt with the prompt rewriter first (as the service does by default)")
 @click.option("--rewriter", "rewriter_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="rewriter directory for --rewrite (default: the shipped one)")
 def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps: int | None, guidance: float | None, scheduler: str | None, vocoder: str | None, timeline: bool | None, negative_prompt: str | None, seed: int | None, duration_s: float | None, checkpoint: Path | None, device: str | None, dtype: str | None, rewrite: bool, rewriter_dir: Path | None) -> None:
@@ -562,9 +565,10 @@ def generate_cmd(prompts: tuple[str, ...], num_candidates: int, out: Path, steps
 @click.option("--roundtrip-n", type=click.IntRange(0), default=None, help="ground-truth clips for the VAE/vocoder round trip (default: max(n, 100))")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and PNGs here")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help=DTYPE_HELP)
 @click.option("--batch", type=click.IntRange(1, 1024), default=16, show_default=True, help="prompts per generation call")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on the last line")
-def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, vocoder: list[str] | None, timeline: list[bool] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, batch: int, as_json: bool) -> None:
+def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, steps: list[int] | None, guidance: float | None, scheduler: list[str] | None, vocoder: list[str] | None, timeline: list[bool] | None, seed: int, roundtrip_n: int | None, out: Path | None, device: str | None, dtype: str | None, batch: int, as_json: bool) -> None:
     """Oracle accuracy of generated audio on held-out prompts (N=1), round trip, time per clip."""
     from training.eval_generator import evaluate_generator, write_report
     from training.world.prompts import PromptFileError, load_prompt_file
@@ -573,7 +577,7 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
         specs = load_prompt_file(prompts) if prompts else None
     except PromptFileError as exc:
         _fail(str(exc))
-    pipe = _load_generator(checkpoint, device)
+    pipe = _load_generator(checkpoint, device, dtype)
     oracle, _ = _load_oracle(None)
     settings = [(voc, sch, st, tl) for voc in (vocoder or [None]) for sch in (scheduler or [None]) for st in (steps or [None]) for tl in (timeline or [None])]
     reports = {}
