@@ -165,8 +165,11 @@ class ClapReranker:
     def __init__(self, clap: ClapEmbedder) -> None:
         self.clap = clap
 
+    def score_pairs(self, texts: list[str], waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
+        return self.clap.score(list(texts), waveforms, sample_rate)
+
     def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
-        return self.clap.score([prompt] * len(waveforms), waveforms, sample_rate)
+        return self.score_pairs([prompt] * len(waveforms), waveforms, sample_rate)
 
 
 RERANKERS = ("reward", "clap")

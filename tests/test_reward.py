@@ -228,3 +228,28 @@ def test_cli_eval_rerank_refuses_candidates_cached_for_another_generator(tmp_pat
     result = CliRunner().invoke(main, ["eval", "rerank", "--n", "2", "--k", "2", "--work-dir", str(tmp_path)])
     assert result.exit_code != 0 and "pass another --work-dir" in result.output and "generator@000000000000" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_by_stretch_picker_judges_each_clause_on_its_own_stretch():
+    """`tta eval rerank`'s *_timeline pickers: a candidate generated with a timeline scores (whole clip + its
+    worst clause on that clause's stretch alone) / 2; without one (or when the prompt's clauses do not match
+    the stretches) its whole-clip score."""
+    from training.eval_rerank import stretch_only, timeline_scores
+
+    wav = np.arange(2 * 9, dtype=np.float32).reshape(2, 9) + 1
+    np.testing.assert_array_equal(stretch_only(wav, 1, 3), [[0, 0, 0, 4, 5, 6, 0, 0, 0], [0, 0, 0, 13, 14, 15, 0, 0, 0]])
+    seen = []
+
+    def loudness_of_text(texts, waveforms, sample_rate):  # a transparent scorer: what it was asked, and a number
+        seen.append((texts[0], np.flatnonzero(waveforms[0]).tolist()))
+        return waveforms.sum(-1) / 100
+
+    prompt = "a dog barks, then a bell rings"
+    scores = timeline_scores(loudness_of_text, prompt, wav, 16000, stretches=2)
+    assert [t for t, _ in seen] == [prompt, "a dog barks", "a bell rings"]
+    assert seen[1][1] == [0, 1, 2, 3] and seen[2][1] == [4, 5, 6, 7, 8], "each clause hears its own stretch only"
+    np.testing.assert_allclose(scores, (wav.sum(-1) + wav[:, :4].sum(-1)) / 100 / 2)
+    seen.clear()
+    for stretches, text in ((0, prompt), (3, prompt), (2, "a dog barks")):  # no timeline; 2 clauses for 3 stretches; no clauses
+        np.testing.assert_allclose(timeline_scores(loudness_of_text, text, wav, 16000, stretches), wav.sum(-1) / 100)
+    assert len(seen) == 3, "whole clip only"

@@ -723,9 +723,10 @@ def eval_clap_cmd(clap_dirs: tuple[Path, ...], n: int, generator_dir: Path | Non
 @click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model (default: the shipped one)")
 @click.option("--clap", "clap_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP for the CLAP picker (default: the shipped mini CLAP)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and rerank.png here")
+@click.option("--seed", type=click.IntRange(0), default=1, show_default=True, help="which held-out prompts and generation seeds (another seed: another sample of the held-out split)")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like temporal.reward.n4) on the last line")
-def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, reward_dir: Path | None, clap_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
+def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, reward_dir: Path | None, clap_dir: Path | None, out: Path | None, seed: int, device: str | None, as_json: bool) -> None:
     """Best-of-N on held-out prompts: oracle accuracy with random, CLAP and reward picks, and the ceiling."""
     from services.checkpoints import shipped
     from services.clap import load_clap
@@ -740,7 +741,7 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
     from training.build_dataset import DatasetError
 
     try:
-        results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle), reward, clap) for task in RERANK_TASKS}
+        results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle, seed), reward, clap, timeline=pipe.config.default_timeline) for task in RERANK_TASKS}
     except DatasetError as exc:  # e.g. cached candidates from another generator version: say so, no traceback
         _fail(f"cached candidates in {work_dir} do not fit this run (pass another --work-dir): {exc}")
     ns = tuple(x for x in NS if x <= k)
