@@ -22,10 +22,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from services.audio import MelSpectrogram  # noqa: E402
-from services.generator import TangoPipeline  # noqa: E402
+from services.generator import DTYPES, TangoPipeline  # noqa: E402
 
 PROMPTS = ["a dog barks", "rain falls", "a bell rings, then a siren wails", "a siren wails"]
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def log_mel(mel: MelSpectrogram, wav: np.ndarray) -> torch.Tensor:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from services.generator import TangoPipeline, make_scheduler, with_position_channels, with_token_positions  # noqa: E402
+from services.generator import DTYPES, TangoPipeline, make_scheduler, with_position_channels, with_token_positions  # noqa: E402
 
 PROMPT = "a dog barks, then a bell rings"
 
@@ -107,11 +107,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None)
+    ap.add_argument("--dtype", choices=list(DTYPES), default=None)
     args = ap.parse_args()
     from services.checkpoints import shipped
 
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, None: None}[args.dtype]
+    dtype = DTYPES[args.dtype] if args.dtype else None
     pipe = TangoPipeline.from_pretrained(args.checkpoint or shipped("generator"), device=args.device, dtype=dtype)
     sync = torch.cuda.synchronize if pipe.device.type == "cuda" else (lambda: None)
     g = pipe.config.default_guidance_scale

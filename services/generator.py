@@ -138,6 +138,10 @@ def candidate_seeds(seed: int | list[int] | None, num_prompts: int, num_candidat
     return [[int(b) + j for j in range(num_candidates)] for b in bases]
 
 
+# short precision names, as the CLI and the benchmarks take them
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def cpu_computes_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic in hardware (AVX-512 BF16 or AMX tiles): only then is bf16
     faster than fp32 here; elsewhere torch emulates it and it is slower."""

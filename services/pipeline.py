@@ -85,9 +85,9 @@ def generate_grouped(pipe: TangoPipeline, calls: list[GenerationCall], return_ex
     """Generate every call, batching those with equal settings into one `pipe.generate`.
 
     Candidate audio depends only on (prompt, seed, settings), never on the batch mates, up to rounding
-    (fp32: none audible; bf16: the log-mel moves ~1% of the way to another seed's, as kernels round
-    differently per batch size), so grouping changes speed, not results. A group runs until the latest deadline of its members. With
-    return_exceptions a failing group puts its exception in its members' places and the other
+    (fp32: none audible; bf16: the log-mel moves ~2% of the way to another seed's, as kernels round
+    differently per batch size), so grouping changes speed, not results. A group runs until the latest
+    deadline of its members. With return_exceptions a failing group puts its exception in its members' places and the other
     groups still run (the served batch: one bad group must not fail its neighbours); without, it raises."""
     groups: dict[tuple[GenerationSettings, int], list[int]] = {}
     for i, call in enumerate(calls):

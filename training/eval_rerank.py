@@ -57,16 +57,17 @@ def stretch_only(waveforms: np.ndarray, part: int, parts: int) -> np.ndarray:
     return out
 
 
-def timeline_scores(score_pairs, prompt: str, waveforms: np.ndarray, sample_rate: int, stretches: int = 0) -> np.ndarray:
+def timeline_scores(score_pairs, prompt: str, waveforms: np.ndarray, sample_rate: int, stretches: int = 0, whole: np.ndarray | None = None) -> np.ndarray:
     """Scores [N] of one prompt's candidates. When the generator placed the prompt's clauses in
     `stretches` successive stretches (a timeline) and the prompt parses into that many clauses, each
     clause is also judged on its own stretch alone, and a candidate scores the mean of its whole-clip
     score and its worst clause: a clip must hold the prompt as a whole (nothing unprompted) and every
     clause where it belongs. Otherwise (0 stretches, or the clauses do not match) the whole-clip score.
-    `score_pairs(texts, waveforms, sample_rate)` scores texts[i] with waveforms[i]. Not served: on a second
+    `score_pairs(texts, waveforms, sample_rate)` scores texts[i] with waveforms[i]; `whole`, when given, holds the
+    whole-clip scores already computed. Not served: on a second
     sample of the held-out split it picked no better than the whole-clip score (docs/results/rerank/by-stretch)."""
     n = len(waveforms)
-    whole = np.asarray(score_pairs([prompt] * n, waveforms, sample_rate), dtype=np.float32)
+    whole = np.asarray(score_pairs([prompt] * n, waveforms, sample_rate) if whole is None else whole, dtype=np.float32)
     clauses = parse_timeline(prompt) if stretches else None
     if not clauses or len(clauses) != stretches:
         return whole
@@ -126,11 +127,11 @@ def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbed
     shape = (len(records) // k, k)
     scores = CandidateScores(labels.reshape(shape), cosine.reshape(shape), np.asarray(reward).reshape(shape))
     if timeline:
-        for name, scorer in (("clap_timeline", ClapReranker(clap)), ("reward_timeline", reward_model)):
+        for name, scorer, whole in (("clap_timeline", ClapReranker(clap), scores.clap), ("reward_timeline", reward_model, scores.reward)):
             rows = []
-            for i in range(0, len(records), k):
+            for p, i in enumerate(range(0, len(records), k)):
                 segments = parse_timeline(prompts[i])
-                rows.append(timeline_scores(scorer.score_pairs, prompts[i], audio[i : i + k], clap.sample_rate, len(segments) if segments else 0))
+                rows.append(timeline_scores(scorer.score_pairs, prompts[i], audio[i : i + k], clap.sample_rate, len(segments) if segments else 0, whole=whole[p]))
             setattr(scores, name, np.stack(rows))
     return scores
 

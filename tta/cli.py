@@ -421,14 +421,12 @@ DTYPE_HELP = "UNet/VAE precision (default, as served: fp16 on CUDA; bf16 on a CP
 
 def _load_generator(checkpoint: Path | None, device: str | None = None, dtype: str | None = None):
     """The generator at `checkpoint` (default: the shipped mini default); exits cleanly on a bad directory."""
-    import torch
-
     from services.checkpoints import shipped
-    from services.generator import TangoPipeline
+    from services.generator import DTYPES, TangoPipeline
     from services.manifest import ManifestError
     from services.modeling import CheckpointError
 
-    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, None: None}[dtype]
+    torch_dtype = DTYPES[dtype] if dtype else None
     try:
         return TangoPipeline.from_pretrained(checkpoint or shipped("generator"), device=device, dtype=torch_dtype)
     except (CheckpointError, ManifestError, FileNotFoundError, OSError, ValueError) as exc:
