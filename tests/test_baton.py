@@ -227,6 +227,8 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     and --out writes the report and the training curves of a fine-tuned row."""
     from click.testing import CliRunner
 
+    from training.eval_generator import uses_novel_words
+    from training.eval_rerank import heldout_task_specs
     from training.train_baton import train_baton
     from tta.cli import main
 
@@ -240,6 +242,10 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     for key in ("integrity.n1", "integrity.n1_se", "temporal.best_of_4", "clap.n1", "single.n1"):
         assert table[f"hd.{key}"] == table[f"base.{key}"], key
     assert {"rd.temporal.n1", "rd.single.n1"} <= set(table)
+    for task in ("integrity", "temporal"):  # the split by event wording partitions the same prompts
+        novel = [uses_novel_words(s) for s in heldout_task_specs(task, 2)]
+        parts = [(table[f"base.{task}.n1_{split}"], count) for split, count in (("novel_words", sum(novel)), ("seen_words", 2 - sum(novel))) if count]
+        assert sum(v * c for v, c in parts) / 2 == pytest.approx(table[f"base.{task}.n1"])
     lines = (out / "report.md").read_text().splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["base", "hd", "rd"] * 3
     assert "best-of-4 by CLAP" in lines[-1] and table["hd.temporal.best_of_4_clap"] == table["base.temporal.best_of_4_clap"]

@@ -39,9 +39,34 @@ class DatasetError(ValueError):
     """A dataset directory is inconsistent with the requested build, or unreadable."""
 
 
-def compose_prompts(task: Task, n: int, seed: int = 0) -> list[PromptSpec]:
-    """n prompts of a task from the world's training phrasings (each from its own rng stream)."""
-    return [prompt_of(sample_spec(np.random.default_rng([seed, 41, TASK_CODES[task], i]), "train", task)) for i in range(n)]
+WORDINGS = ("training", "teacher")
+# how a prompt names an event by one of its teacher words ("a canine", "the sound of sparrow")
+TEACHER_PHRASES = ("a {0}", "the {0}", "the sound of {0}")
+
+
+def compose_prompts(task: Task, n: int, seed: int = 0, wording: str = "training", teacher_words: dict[str, list[str]] | None = None) -> list[PromptSpec]:
+    """n prompts of a task (each from its own rng stream): training event combinations and templates, the
+    events named by the world's training phrasings, or with `wording="teacher"` by their teacher words
+    (`training.teacher_words`; computed when not given), which no caption contains."""
+    if wording not in WORDINGS:
+        raise ValueError(f"unknown wording {wording!r}; choose from {WORDINGS}")
+    if wording == "teacher" and teacher_words is None:
+        from training.teacher_words import teacher_event_words
+
+        teacher_words = teacher_event_words()
+    prompts = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, 41, TASK_CODES[task], i])
+        spec = sample_spec(rng, "train", task)
+        if wording == "teacher":
+            for j, event in enumerate(spec.events):
+                words = teacher_words[event]  # type: ignore[index]
+                if not words:
+                    raise ValueError(f"event {event!r} has no teacher words")
+                text = TEACHER_PHRASES[int(rng.integers(len(TEACHER_PHRASES)))].format(words[int(rng.integers(len(words)))])
+                spec.clauses[j] = spec.nouns[j] = text
+        prompts.append(prompt_of(spec))
+    return prompts
 
 
 def check_task_prompts(prompts: list[PromptSpec], task: Task) -> None:
@@ -63,6 +88,7 @@ class BuildSettings:
     scheduler: str | None = None
     label: str = "simulated"  # or "none"
     annotator: str | None = None
+    wording: str = "training"  # of composed prompts (WORDINGS); "training" for a prompt file
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +112,8 @@ def _prepare(out: Path, prompts: list[PromptSpec], settings: BuildSettings) -> N
     prompt_rows = _jsonl([p.model_dump() for p in prompts])
     if meta.is_file():
         old = json.loads(meta.read_text())
-        diff = {k: (old.get(k), v) for k, v in settings.to_dict().items() if old.get(k) != v}
+        # a key an older build did not record had its default then
+        diff = {k: (old.get(k, getattr(BuildSettings, k, None)), v) for k, v in settings.to_dict().items() if old.get(k, getattr(BuildSettings, k, None)) != v}
         if diff:
             raise DatasetError(f"{out} holds a dataset built with other settings {diff} (old, new); use another --out")
         if prompt_file.read_text() != prompt_rows:

@@ -5,7 +5,9 @@ each (built and oracle-labelled by the dataset builder, cached, resumable), plus
 Columns at N=1 (a plain generation: the mean over all four candidates, each an independent N=1 sample,
 so the estimate rests on 4n clips rather than n) and, in "best-of-4" rows, with the reward model or the
 CLAP cosine (the mini default's served picker) picking among the four: oracle integrity, oracle temporal,
-CLAP score (cosine of the user's prompt and the clip, mean over both tasks) and single-event presence. Each N=1 accuracy carries its standard error across
+CLAP score (cosine of the user's prompt and the clip, mean over both tasks) and single-event presence. Each task's
+N=1 accuracy is also split by event wording (`{task}.n1_novel_words`: prompts naming events by held-out
+phrasings; `{task}.n1_seen_words`: the rest). Each N=1 accuracy carries its standard error across
 prompts (`{task}.n1_se`), and each row's difference from base the paired standard error
 (`{task}.n1_delta_se`: same prompts, same seeds), so a difference can be told from noise.
 """
@@ -19,7 +21,8 @@ import numpy as np
 from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
 from services.reward import RewardModel
-from training.eval_rerank import CandidateScores, build_candidates, score_candidates
+from training.eval_generator import uses_novel_words
+from training.eval_rerank import CandidateScores, build_candidates, heldout_task_specs, score_candidates
 from training.stats import standard_error
 from training.world.oracle import SoundEventDetector
 
@@ -54,6 +57,11 @@ def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Pat
         scores = score_candidates(directory, reward_model, clap)
         out.update({f"{task}.{key}": value for key, value in pick_metrics(scores).items()})
         per_prompt[task] = scores.labels.mean(1)
+        # where the misses are: prompts naming events by words training never saw ("a hound yaps"), and the rest
+        novel = np.array([uses_novel_words(s) for s in heldout_task_specs(task, n)])  # type: ignore[arg-type]
+        for split, mask in (("novel_words", novel), ("seen_words", ~novel)):
+            if mask.any():
+                out[f"{task}.n1_{split}"] = float(per_prompt[task][mask].mean())
         clap_n1.append(scores.clap.reshape(-1))
         clap_n4.append(scores.clap[np.arange(len(scores.clap)), scores.reward.argmax(1)])
         clap_n4_clap.append(scores.clap.max(1))

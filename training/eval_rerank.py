@@ -25,16 +25,21 @@ from training.annotation import SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of
 from training.train_reward import within_prompt_auc
+from training.world.clips import ClipSpec
 from training.world.oracle import SoundEventDetector
 from training.world.prompts import PromptSpec
 
 RERANK_TASKS: tuple[Task, ...] = ("integrity", "temporal")
 
 
+def heldout_task_specs(task: Task, n: int, seed: int = EVAL_SEED) -> list[ClipSpec]:
+    """The clip specs of the first n held-out prompts of a task (the same prompts `tta eval generator` uses)."""
+    return [s for s in heldout_clip_specs(n, seed) if task_of(prompt_of(s)) == task][:n]
+
+
 def heldout_task_prompts(task: Task, n: int, seed: int = EVAL_SEED) -> list[PromptSpec]:
-    """The first n held-out prompts of a task (the same prompts `tta eval generator` uses)."""
-    prompts = [prompt_of(s) for s in heldout_clip_specs(n, seed)]
-    return [p for p in prompts if task_of(p) == task][:n]
+    """The first n held-out prompts of a task."""
+    return [prompt_of(s) for s in heldout_task_specs(task, n, seed)]
 
 
 def build_candidates(task: Task, n: int, k: int, work_dir: Path, pipe: TangoPipeline, generator_dir: Path, oracle: SoundEventDetector, seed: int = EVAL_SEED, progress: bool = True) -> Path:

@@ -26,7 +26,6 @@ rewriter directory (model, tokenizer, MANIFEST.json with metrics).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,8 +36,9 @@ from tqdm import tqdm
 from services.manifest import checkpoint_version, write_manifest
 from services.rewriter import KEEP, PromptRewriter, resolve
 from services.text_encoder import MINILM, resolve_location
+from training.teacher_words import nearest_group_words, vocabulary_words
 from training.train_generator import Stage, pick_device, show
-from training.world.captions import EVENT_PHRASINGS, heldout_fragments, mentioned_events, template_words
+from training.world.captions import mentioned_events, template_words
 from training.world.clips import sample_scene_spec, sample_spec, scene_spec
 from training.world.scenes import SCENE_BY_ID, SCENES, Scene
 
@@ -98,49 +98,11 @@ def minilm_word_embeddings(d_model: int, semantic_dims: int | None = None) -> to
     return torch.cat([projected, projected.new_zeros(projected.shape[0], d_model - semantic_dims)], 1)
 
 
-def vocabulary_words(tokenizer) -> list[str]:
-    """Whole lower-case words of the vocabulary (3+ letters), minus every word of the world's held-out caption
-    phrasings, which the pass-through evaluation keeps unseen."""
-    banned = {w for fragment in heldout_fragments() for w in re.findall(r"[a-z]+", fragment)}
-    return sorted(t for t in tokenizer.get_vocab() if re.fullmatch(r"[a-z]{3,}", t) and t not in banned)
-
-
-def caption_words() -> set[str]:
-    """Every word of the world's event phrasings (training and held-out) and caption templates."""
-    texts = [t for p in EVENT_PHRASINGS.values() for t in (*p.clauses, *p.nouns, *p.heldout_clauses, *p.heldout_nouns)]
-    return {w for t in texts for w in re.findall(r"[a-z]+", t)} | TEMPLATE_WORDS
-
-
 def teacher_scene_words(words: list[str], min_similarity: float = TEACHER_MIN_SIMILARITY, min_margin: float = TEACHER_MIN_MARGIN) -> dict[str, list[str]]:
-    """Scene id -> the words MiniLM's sentence embedding (mean-pooled, as all-MiniLM-L6-v2 is trained) places
-    in that scene: "a WORD" is within `min_similarity` of one of the scene's training descriptions and beats
-    every other scene by `min_margin`. Most similar first. Held-out descriptions are never consulted.
-
-    Words of the captions themselves ("thunder", "bell", "dog") are never teacher words: a made-up description
-    "thunder at the rain" would teach the model to rewrite, in any order, captions it must leave alone."""
-    from services.text_encoder import TextEncoder
-
-    words = [w for w in words if w not in caption_words()]
-    encoder = TextEncoder.from_pretrained(MINILM)
-
-    def embed(texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), 512):
-            hidden, mask = encoder(texts[i : i + 512])
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            out.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1))
-        return torch.cat(out)
-
-    scene_of_row = np.array([k for k, s in enumerate(SCENES) for _ in s.descriptions])
-    sim = (embed([f"a {w}" for w in words]) @ embed(open_prompts(heldout=False)).T).numpy()
-    per_scene = np.stack([sim[:, scene_of_row == k].max(1) for k in range(len(SCENES))], 1)
-    ranked = np.sort(per_scene, 1)
-    best, top, margin = per_scene.argmax(1), ranked[:, -1], ranked[:, -1] - ranked[:, -2]
-    chosen = {}
-    for k, scene in enumerate(SCENES):
-        idx = np.where((best == k) & (top >= min_similarity) & (margin >= min_margin))[0]
-        chosen[scene.id] = [words[i] for i in idx[np.argsort(-top[idx], kind="stable")]]
-    return chosen
+    """Scene id -> the words MiniLM places in that scene, judged against the scene's training descriptions
+    only (`training.teacher_words`). Caption words are never teacher words: a made-up description "thunder at
+    the rain" would teach the model to rewrite, in any order, captions it must leave alone."""
+    return nearest_group_words(words, {s.id: list(s.descriptions) for s in SCENES}, min_similarity, min_margin)
 
 
 # ----------------------------------------------------------------------------- data

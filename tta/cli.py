@@ -856,6 +856,7 @@ def _prompt_source(ctx, param, value: str):
 @data.command("build")
 @click.option("--task", type=click.Choice(["integrity", "temporal"]), required=True)
 @click.option("--prompts", "prompt_source", callback=_prompt_source, required=True, help="number of prompts to compose from event labels and conjunctions, or a JSONL prompt file")
+@click.option("--wording", type=click.Choice(["training", "teacher"]), default="training", show_default=True, help="composed prompts name events by the world's training phrasings, or by words MiniLM places near them that no caption contains (training/teacher_words.py)")
 @click.option("--clips-per-prompt", type=click.IntRange(1, 16), default=5, show_default=True, help="K generated clips per prompt (BATON: 5)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="dataset directory; an unfinished build there is resumed")
 @click.option("--label", type=click.Choice(["simulated", "none"]), default="simulated", show_default=True, help="none: leave clips.jsonl for people to label")
@@ -866,7 +867,7 @@ def _prompt_source(ctx, param, value: str):
 @click.option("--oracle", "oracle_checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None, help="simulated annotator's oracle (default: the shipped one)")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
 @click.option("--prompts-per-chunk", type=click.IntRange(1, 256), default=8, show_default=True, help="prompts per generation call (and per resumable part)")
-def data_build(task: str, prompt_source, clips_per_prompt: int, out: Path, label: str, flip_rate: float, seed: int, steps: int | None, guidance: float | None, scheduler: str | None, checkpoint: Path | None, oracle_checkpoint: Path | None, device: str | None, prompts_per_chunk: int) -> None:
+def data_build(task: str, prompt_source, wording: str, clips_per_prompt: int, out: Path, label: str, flip_rate: float, seed: int, steps: int | None, guidance: float | None, scheduler: str | None, checkpoint: Path | None, oracle_checkpoint: Path | None, device: str | None, prompts_per_chunk: int) -> None:
     """Compose prompts, generate K clips each, label them; prints label rates beside BATON's."""
     from services.checkpoints import shipped
     from services.manifest import checkpoint_version, sha256_file
@@ -874,8 +875,10 @@ def data_build(task: str, prompt_source, clips_per_prompt: int, out: Path, label
     from training.build_dataset import BuildSettings, DatasetError, build_dataset, check_task_prompts, compose_prompts, summary_markdown
     from training.world.prompts import PromptFileError, load_prompt_file
 
+    if wording != "training" and not isinstance(prompt_source, int):
+        _fail(f"--wording {wording} applies to composed prompts; {prompt_source} is a prompt file, whose wording is its own")
     try:
-        prompts = compose_prompts(task, prompt_source, seed) if isinstance(prompt_source, int) else load_prompt_file(prompt_source)  # type: ignore[arg-type]
+        prompts = compose_prompts(task, prompt_source, seed, wording) if isinstance(prompt_source, int) else load_prompt_file(prompt_source)  # type: ignore[arg-type]
         check_task_prompts(prompts, task)  # type: ignore[arg-type]
     except (PromptFileError, DatasetError) as exc:
         _fail(str(exc))
@@ -894,6 +897,7 @@ def data_build(task: str, prompt_source, clips_per_prompt: int, out: Path, label
         scheduler=scheduler,
         label=label,
         annotator=annotator.name if annotator else None,
+        wording=wording,
     )
     try:
         summary = build_dataset(out, prompts, pipe, settings, annotator, prompts_per_chunk=prompts_per_chunk)

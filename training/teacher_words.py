@@ -1,0 +1,102 @@
+"""Teacher words: vocabulary words the frozen MiniLM places near one group of the world's training texts.
+
+The mini models only ever see the world's training wording, while people (and the held-out split) use
+other words. MiniLM knows English: a vocabulary word whose sentence embedding ("a WORD", mean-pooled as
+all-MiniLM-L6-v2 is trained) is close to one group's training texts, and clearly closer than to any other
+group's, is a wording of that group. Two users:
+- the rewriter, whose groups are scenes (made-up scene descriptions, `training.train_rewriter`);
+- BATON feedback prompts, whose groups are events (`tta data build --wording teacher`): clips generated
+  for "a canine, then the chapels" and labelled by what is heard teach the generator words outside its
+  captions.
+Held-out texts are never consulted, and held-out words are removed from the vocabulary beforehand.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from services.text_encoder import MINILM, resolve_location
+from training.world.captions import EVENT_PHRASINGS, heldout_fragments, template_words
+
+# An event's teacher words: "a WORD" within this cosine of one of the event's training phrasings, this much
+# closer than to any other event's, at most this many (most similar first). Chosen by reading the lists:
+# at 0.5 / 0.05 every event has 7-54 words and the first dozen are mostly the sound's source ("canine",
+# "sparrow", "guitarist"); further down they drift ("necklace" for bell).
+EVENT_MIN_SIMILARITY, EVENT_MIN_MARGIN, EVENT_MAX_WORDS = 0.5, 0.05, 12
+
+
+def heldout_words() -> set[str]:
+    """Every word of the world's held-out phrasings and templates."""
+    return {w for fragment in heldout_fragments() for w in re.findall(r"[a-z]+", fragment)}
+
+
+def shares_heldout_stem(word: str, banned: set[str]) -> bool:
+    """True when `word` may be a form of a held-out word ("yap" or "yapping" of "yaps"): they share the
+    first min(4, len - 1) letters of a held-out word of 4+ letters. Crude and on the safe side: it also
+    drops unrelated words ("chimney" for "chimes"), never a form that leaks."""
+    return any(len(h) >= 4 and word.startswith(h[: min(4, len(h) - 1)]) for h in banned)
+
+
+def vocabulary_words(tokenizer, ban_stems: bool = False) -> list[str]:
+    """Whole lower-case words of the tokenizer's vocabulary (3+ letters), minus every word of the world's
+    held-out phrasings, which evaluations keep unseen; with `ban_stems`, minus their forms too."""
+    banned = heldout_words()
+    words = (t for t in tokenizer.get_vocab() if re.fullmatch(r"[a-z]{3,}", t) and t not in banned)
+    return sorted(w for w in words if not (ban_stems and shares_heldout_stem(w, banned)))
+
+
+def caption_words() -> set[str]:
+    """Every word of the world's event phrasings (training and held-out) and caption templates."""
+    texts = [t for p in EVENT_PHRASINGS.values() for t in (*p.clauses, *p.nouns, *p.heldout_clauses, *p.heldout_nouns)]
+    return {w for t in texts for w in re.findall(r"[a-z]+", t)} | template_words()
+
+
+def sentence_embeddings(texts: list[str]) -> torch.Tensor:
+    """MiniLM sentence embeddings (mean-pooled, L2-normalised), [len(texts), 384]."""
+    from services.text_encoder import TextEncoder
+
+    encoder = TextEncoder.from_pretrained(MINILM)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 512):
+            hidden, mask = encoder(texts[i : i + 512])
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            out.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1))
+    return torch.cat(out)
+
+
+def nearest_group_words(words: list[str], groups: dict[str, list[str]], min_similarity: float, min_margin: float, max_words: int | None = None) -> dict[str, list[str]]:
+    """Group id -> the words whose "a WORD" embedding is within `min_similarity` of one of the group's texts and
+    beats every other group by `min_margin`; most similar first, at most `max_words`. Caption words
+    ("thunder", "bell") are never teacher words: they already have their meaning."""
+    words = [w for w in words if w not in caption_words()]
+    ids = list(groups)
+    group_of_row = np.array([k for k, g in enumerate(ids) for _ in groups[g]])
+    sim = (sentence_embeddings([f"a {w}" for w in words]) @ sentence_embeddings([t for g in ids for t in groups[g]]).T).numpy()
+    per_group = np.stack([sim[:, group_of_row == k].max(1) for k in range(len(ids))], 1)
+    ranked = np.sort(per_group, 1)
+    best, top, margin = per_group.argmax(1), ranked[:, -1], ranked[:, -1] - ranked[:, -2]
+    chosen = {}
+    for k, group in enumerate(ids):
+        idx = np.where((best == k) & (top >= min_similarity) & (margin >= min_margin))[0]
+        chosen[group] = [words[i] for i in idx[np.argsort(-top[idx], kind="stable")]][:max_words]
+    return chosen
+
+
+def minilm_vocabulary() -> list[str]:
+    """Teacher-word candidates for events: MiniLM's vocabulary without held-out words or their forms."""
+    from transformers import AutoTokenizer
+
+    return vocabulary_words(AutoTokenizer.from_pretrained(resolve_location(MINILM)), ban_stems=True)
+
+
+def teacher_event_words(words: list[str] | None = None) -> dict[str, list[str]]:
+    """Event id -> its teacher words, judged against the event's training phrasings only (~20 s on a CPU for
+    the whole vocabulary). Held-out words and their forms are never among them, whatever `words` holds."""
+    banned = heldout_words()
+    words = [w for w in (minilm_vocabulary() if words is None else words) if w not in banned and not shares_heldout_stem(w, banned)]
+    groups = {e: [*p.clauses, *p.nouns] for e, p in EVENT_PHRASINGS.items()}
+    return nearest_group_words(words, groups, EVENT_MIN_SIMILARITY, EVENT_MIN_MARGIN, EVENT_MAX_WORDS)
