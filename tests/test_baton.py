@@ -246,8 +246,10 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
         novel = [uses_novel_words(s) for s in heldout_task_specs(task, 2)]
         parts = [(table[f"base.{task}.n1_{split}"], count) for split, count in (("novel_words", sum(novel)), ("seen_words", 2 - sum(novel))) if count]
         assert sum(v * c for v, c in parts) / 2 == pytest.approx(table[f"base.{task}.n1"])
-    lines = (out / "report.md").read_text().splitlines()
+    main_table, by_wording = (out / "report.md").read_text().split("\n\n", 1)
+    lines = main_table.splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["base", "hd", "rd"] * 3
+    assert [line.split("|")[1].strip() for line in by_wording.strip().splitlines()[4:]] == ["base", "hd", "rd"]
     assert "best-of-4 by CLAP" in lines[-1] and table["hd.temporal.best_of_4_clap"] == table["base.temporal.best_of_4_clap"]
     assert "(+0.0)" in lines[3] and (out / "training.png").stat().st_size > 0
     bad = CliRunner().invoke(main, ["eval", "baton", "--model", f"best={tuned}"])

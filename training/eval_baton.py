@@ -112,4 +112,8 @@ def baton_markdown(rows: dict[str, dict[str, float]]) -> str:
                 se = f" ±{m[key + '_se']:.3f}" if key + "_se" in m else ""
                 cells.append(f"{value:.4f}" if col == "clap" else f"{value:.3f}{se}{delta}")
             lines.append(f"| {row} | {pick} | " + " | ".join(cells) + " |")
+    splits = [f"{task}.n1_{split}" for task in ("integrity", "temporal") for split in ("novel_words", "seen_words")]
+    if any(key in m for m in rows.values() for key in splits):  # where each row gains or loses
+        lines += ["", "N=1 by event wording (novel: the prompt names its events by held-out phrasings)", "", "| generator | integrity, novel words | integrity, seen words | temporal, novel words | temporal, seen words |", "|---|---|---|---|---|"]
+        lines += [f"| {row} | " + " | ".join(f"{m[key]:.3f}" if key in m else "" for key in splits) + " |" for row, m in rows.items()]
     return "\n".join(lines)
