@@ -252,5 +252,14 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     assert [line.split("|")[1].strip() for line in by_wording.strip().splitlines()[4:]] == ["base", "hd", "rd"]
     assert "best-of-4 by CLAP" in lines[-1] and table["hd.temporal.best_of_4_clap"] == table["base.temporal.best_of_4_clap"]
     assert "(+0.0)" in lines[3] and (out / "training.png").stat().st_size > 0
+    # --seed: another sample of the held-out split, cached beside the first
+    other = CliRunner().invoke(main, ["eval", "baton", "--model", f"base={feedback / 'init'}", "--n", "2", "--seed", "3", "--work-dir", str(work), "--device", "cpu"])
+    assert other.exit_code == 0, other.output
+    from training.eval_rerank import heldout_task_prompts
+    from training.world.prompts import load_prompt_file
+
+    for task in ("integrity", "temporal"):
+        assert load_prompt_file(work / "base" / f"{task}-n2-k4-seed3" / "prompts.jsonl") == heldout_task_prompts(task, 2, 3)
+        assert heldout_task_prompts(task, 2, 3) != heldout_task_prompts(task, 2)
     bad = CliRunner().invoke(main, ["eval", "baton", "--model", f"best={tuned}"])
     assert bad.exit_code != 0 and "NAME one of base, hd, rd, hd+rd" in bad.output

@@ -21,7 +21,7 @@ import numpy as np
 from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
 from services.reward import RewardModel
-from training.eval_generator import uses_novel_words
+from training.eval_generator import EVAL_SEED, uses_novel_words
 from training.eval_rerank import CandidateScores, build_candidates, heldout_task_specs, score_candidates
 from training.stats import standard_error
 from training.world.oracle import SoundEventDetector
@@ -45,20 +45,21 @@ def pick_metrics(scores: CandidateScores) -> dict[str, float]:
     }
 
 
-def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Path, oracle: SoundEventDetector, reward_model: RewardModel, clap: ClapEmbedder, progress: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The row's metrics, and per task the per-prompt N=1 accuracy (for paired comparisons)."""
+def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Path, oracle: SoundEventDetector, reward_model: RewardModel, clap: ClapEmbedder, progress: bool = True, seed: int = EVAL_SEED) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The row's metrics, and per task the per-prompt N=1 accuracy (for paired comparisons); `seed` picks the
+    sample of the held-out split (prompts and generation seeds), as `tta eval rerank --seed` does."""
     from training.eval_generator import evaluate_generator, heldout_prompts, task_of
 
     out: dict[str, float] = {}
     per_prompt: dict[str, np.ndarray] = {}
     clap_n1, clap_n4, clap_n4_clap = [], [], []
     for task in ("integrity", "temporal"):
-        directory = build_candidates(task, n, K, work_dir, pipe, generator_dir, oracle, progress=progress)  # type: ignore[arg-type]
+        directory = build_candidates(task, n, K, work_dir, pipe, generator_dir, oracle, seed, progress=progress)  # type: ignore[arg-type]
         scores = score_candidates(directory, reward_model, clap)
         out.update({f"{task}.{key}": value for key, value in pick_metrics(scores).items()})
         per_prompt[task] = scores.labels.mean(1)
         # where the misses are: prompts naming events by words training never saw ("a hound yaps"), and the rest
-        novel = np.array([uses_novel_words(s) for s in heldout_task_specs(task, n)])  # type: ignore[arg-type]
+        novel = np.array([uses_novel_words(s) for s in heldout_task_specs(task, n, seed)])  # type: ignore[arg-type]
         for split, mask in (("novel_words", novel), ("seen_words", ~novel)):
             if mask.any():
                 out[f"{task}.n1_{split}"] = float(per_prompt[task][mask].mean())
@@ -68,7 +69,7 @@ def evaluate_row(pipe: TangoPipeline, generator_dir: Path, n: int, work_dir: Pat
     out["clap.n1"] = float(np.concatenate(clap_n1).mean())
     out["clap.best_of_4"] = float(np.concatenate(clap_n4).mean())
     out["clap.best_of_4_clap"] = float(np.concatenate(clap_n4_clap).mean())
-    singles = [p for p in heldout_prompts(n) if task_of(p) == "single"][:n]
+    singles = [p for p in heldout_prompts(n, seed) if task_of(p) == "single"][:n]
     report = evaluate_generator(pipe, prompts=singles, oracle=oracle, roundtrip_n=0, progress=progress)
     single = out["single.n1"] = report.metrics["single.presence"]
     out["single.n1_se"] = float(np.sqrt(single * (1 - single) / len(singles)))

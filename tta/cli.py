@@ -599,8 +599,9 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
 @click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for best-of-4 (default: the shipped one)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md and report.json here")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--seed", type=click.IntRange(0), default=1, show_default=True, help="which held-out prompts and generation seeds (another seed: another sample of the held-out split)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like hd+rd.temporal.n1) on the last line")
-def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: Path | None, out: Path | None, device: str | None, as_json: bool) -> None:
+def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: Path | None, out: Path | None, device: str | None, seed: int, as_json: bool) -> None:
     """BATON's table: base vs HD / RD / HD+RD fine-tuned generators, N=1 and best-of-4 by reward and by CLAP."""
     from services.checkpoints import shipped
     from services.reward import RewardModel
@@ -612,7 +613,7 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
     for name, directory in rows.items():
         pipe = _load_generator(directory, device)
         reward = RewardModel.from_pretrained(reward_dir or shipped("reward"), pipe.device)
-        results[name], per_prompt[name] = evaluate_row(pipe, directory, n, work_dir / name.replace("+", "_"), oracle, reward, reward.clap)
+        results[name], per_prompt[name] = evaluate_row(pipe, directory, n, work_dir / name.replace("+", "_"), oracle, reward, reward.clap, seed=seed)
     add_paired_deltas(results, per_prompt)
     text = baton_markdown(results)
     click.echo(text)
