@@ -112,8 +112,9 @@ def _prepare(out: Path, prompts: list[PromptSpec], settings: BuildSettings) -> N
     prompt_rows = _jsonl([p.model_dump() for p in prompts])
     if meta.is_file():
         old = json.loads(meta.read_text())
-        # a key an older build did not record had its default then
-        diff = {k: (old.get(k, getattr(BuildSettings, k, None)), v) for k, v in settings.to_dict().items() if old.get(k, getattr(BuildSettings, k, None)) != v}
+        new = settings.to_dict()
+        recorded = {k: old.get(k, getattr(BuildSettings, k, None)) for k in new}  # a key an older build did not record had its default then
+        diff = {k: (recorded[k], v) for k, v in new.items() if recorded[k] != v}
         if diff:
             raise DatasetError(f"{out} holds a dataset built with other settings {diff} (old, new); use another --out")
         if prompt_file.read_text() != prompt_rows:

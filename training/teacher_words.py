@@ -40,12 +40,17 @@ def shares_heldout_stem(word: str, banned: set[str]) -> bool:
     return any(len(h) >= 4 and word.startswith(h[: min(4, len(h) - 1)]) for h in banned)
 
 
-def vocabulary_words(tokenizer, ban_stems: bool = False) -> list[str]:
+def vocabulary_words(tokenizer) -> list[str]:
     """Whole lower-case words of the tokenizer's vocabulary (3+ letters), minus every word of the world's
-    held-out phrasings, which evaluations keep unseen; with `ban_stems`, minus their forms too."""
+    held-out phrasings, which evaluations keep unseen."""
     banned = heldout_words()
-    words = (t for t in tokenizer.get_vocab() if re.fullmatch(r"[a-z]{3,}", t) and t not in banned)
-    return sorted(w for w in words if not (ban_stems and shares_heldout_stem(w, banned)))
+    return sorted(t for t in tokenizer.get_vocab() if re.fullmatch(r"[a-z]{3,}", t) and t not in banned)
+
+
+def without_heldout_forms(words: list[str]) -> list[str]:
+    """`words` minus held-out words and every word that may be a form of one (`shares_heldout_stem`)."""
+    banned = heldout_words()
+    return [w for w in words if w not in banned and not shares_heldout_stem(w, banned)]
 
 
 def caption_words() -> set[str]:
@@ -54,11 +59,9 @@ def caption_words() -> set[str]:
     return {w for t in texts for w in re.findall(r"[a-z]+", t)} | template_words()
 
 
-def sentence_embeddings(texts: list[str]) -> torch.Tensor:
-    """MiniLM sentence embeddings (mean-pooled, L2-normalised), [len(texts), 384]."""
-    from services.text_encoder import TextEncoder
-
-    encoder = TextEncoder.from_pretrained(MINILM)
+def sentence_embeddings(encoder, texts: list[str]) -> torch.Tensor:
+    """MiniLM sentence embeddings (mean-pooled, L2-normalised), [len(texts), 384]; `encoder` is the
+    `services.text_encoder.TextEncoder` of MiniLM."""
     out = []
     with torch.no_grad():
         for i in range(0, len(texts), 512):
@@ -72,10 +75,13 @@ def nearest_group_words(words: list[str], groups: dict[str, list[str]], min_simi
     """Group id -> the words whose "a WORD" embedding is within `min_similarity` of one of the group's texts and
     beats every other group by `min_margin`; most similar first, at most `max_words`. Caption words
     ("thunder", "bell") are never teacher words: they already have their meaning."""
+    from services.text_encoder import TextEncoder
+
     words = [w for w in words if w not in caption_words()]
     ids = list(groups)
     group_of_row = np.array([k for k, g in enumerate(ids) for _ in groups[g]])
-    sim = (sentence_embeddings([f"a {w}" for w in words]) @ sentence_embeddings([t for g in ids for t in groups[g]]).T).numpy()
+    encoder = TextEncoder.from_pretrained(MINILM)
+    sim = (sentence_embeddings(encoder, [f"a {w}" for w in words]) @ sentence_embeddings(encoder, [t for g in ids for t in groups[g]]).T).numpy()
     per_group = np.stack([sim[:, group_of_row == k].max(1) for k in range(len(ids))], 1)
     ranked = np.sort(per_group, 1)
     best, top, margin = per_group.argmax(1), ranked[:, -1], ranked[:, -1] - ranked[:, -2]
@@ -90,13 +96,12 @@ def minilm_vocabulary() -> list[str]:
     """Teacher-word candidates for events: MiniLM's vocabulary without held-out words or their forms."""
     from transformers import AutoTokenizer
 
-    return vocabulary_words(AutoTokenizer.from_pretrained(resolve_location(MINILM)), ban_stems=True)
+    return without_heldout_forms(vocabulary_words(AutoTokenizer.from_pretrained(resolve_location(MINILM))))
 
 
 def teacher_event_words(words: list[str] | None = None) -> dict[str, list[str]]:
     """Event id -> its teacher words, judged against the event's training phrasings only (~20 s on a CPU for
     the whole vocabulary). Held-out words and their forms are never among them, whatever `words` holds."""
-    banned = heldout_words()
-    words = [w for w in (minilm_vocabulary() if words is None else words) if w not in banned and not shares_heldout_stem(w, banned)]
+    words = minilm_vocabulary() if words is None else without_heldout_forms(words)
     groups = {e: [*p.clauses, *p.nouns] for e, p in EVENT_PHRASINGS.items()}
     return nearest_group_words(words, groups, EVENT_MIN_SIMILARITY, EVENT_MIN_MARGIN, EVENT_MAX_WORDS)
