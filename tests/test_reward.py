@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from services.reward import ONNX_NAME, ClapReranker, OnnxRewardHead, RewardHead, RewardHeadConfig, RewardModel, export_onnx, load_reranker, reward_loss
+from training.annotation import AnnotationRecord, Provenance
 from training.eval_rerank import CandidateScores, pick_accuracy, rerank_table
-from training.train_reward import roc_auc, within_prompt_auc
+from training.train_reward import LabelledClips, request_keys, roc_auc, within_prompt_auc
 
 
 def test_head_is_batons_mlp_1024_512_1_with_a_sigmoid():
@@ -88,6 +89,26 @@ def test_within_prompt_auc_ignores_how_easy_a_prompt_is():
     by_clip = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.1, 0.3, 0.2])
     assert within_prompt_auc(by_clip, labels, prompts) == pytest.approx(1.0)
     assert np.isnan(within_prompt_auc(by_clip, np.ones(8), prompts)), "no prompt with both labels"
+
+
+def test_within_prompt_auc_keeps_two_requests_with_one_text_apart(tmp_path):
+    """A built data set can hold one prompt text twice (two requests, each with its own candidates):
+    best-of-N picks within each, so the metric must too; imported labels group by prompt text."""
+
+    def record(prompt: str, name: str) -> AnnotationRecord:
+        return AnnotationRecord(prompt=prompt, audio=name, task="integrity", label=0, annotator="t", provenance=Provenance(source="simulated"))
+
+    built = [("a dog barks, then a bell rings", f"audio/{i:05d}_{k}.flac") for i in (0, 1) for k in (0, 1)]
+    imported = [("rain falls", "clip_a.wav"), ("rain falls", "other.wav")]
+    rows = built + imported
+    clips = LabelledClips([record(p, n) for p, n in rows], [tmp_path / "set" / n for _, n in rows])
+    keys = request_keys(clips)
+    assert keys[0] == keys[1] != keys[2] == keys[3], "requests 0 and 1 share a text but not their candidates"
+    assert keys[4] == keys[5] == "rain falls"
+    # request 0 ranks its pair right, request 1 wrong: 0.5; pooled by text the mix would read 0.75
+    scores, labels = np.array([0.9, 0.1, 0.2, 0.8, 0.5, 0.5]), np.array([1, 0, 1, 0, 1, 0])
+    assert within_prompt_auc(scores[:4], labels[:4], keys[:4]) == pytest.approx(0.5)
+    assert within_prompt_auc(scores[:4], labels[:4], [p for p, _ in built]) == pytest.approx(0.75)
 
 
 def test_pickers_choose_within_each_prompt_only():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,9 +122,24 @@ def within_prompt_auc(scores: np.ndarray, labels: np.ndarray, prompts: list[str]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
+# `tta data build` names a clip audio/{prompt index:05d}_{candidate}.flac
+_BUILT_CLIP_NAME = re.compile(r"^(\d+)_\d+$")
+
+
+def request_keys(clips: LabelledClips) -> list[str]:
+    """One key per clip, shared by the clips generated for one request: its data set and prompt index
+    when the file is named as `tta data build` names it (two requests with the same text stay apart,
+    as best-of-N sees them), else its prompt text (imported labels)."""
+    keys = []
+    for record, path in zip(clips.records, clips.paths):
+        built = _BUILT_CLIP_NAME.match(Path(path).stem)
+        keys.append(f"{Path(path).parent.parent}#{built.group(1)}" if built else record.prompt)
+    return keys
+
+
 def reward_metrics(rewards: np.ndarray, clips: LabelledClips) -> dict[str, float]:
     labels, oracle = clips.labels, clips.oracle_labels
-    prompts = [r.prompt for r in clips.records]
+    prompts = request_keys(clips)
     return {
         "accuracy": float(np.mean(np.abs(rewards - labels) < 0.5)),
         "roc_auc": roc_auc(rewards, labels),
