@@ -263,3 +263,21 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
         assert heldout_task_prompts(task, 2, 3) != heldout_task_prompts(task, 2)
     bad = CliRunner().invoke(main, ["eval", "baton", "--model", f"best={tuned}"])
     assert bad.exit_code != 0 and "NAME one of base, hd, rd, hd+rd" in bad.output
+
+
+def test_eval_baton_names_the_served_fine_tune_by_its_data(tmp_path):
+    """With no --model, `tta eval baton` compares the shipped base with the served generator, in the row
+    its MANIFEST's feedback data names; a served generator that is no fine-tune is just the base."""
+    from training.eval_baton import default_rows, row_name
+
+    assert row_name({"data": {"hd": [{"dir": "a"}], "rd": []}}) == "hd"
+    assert row_name({"data": {"hd": [], "rd": [{"dir": "b"}]}}) == "rd"
+    assert row_name({"data": {"hd": [{"dir": "a"}], "rd": [{"dir": "b"}]}}) == "hd+rd"
+    with pytest.raises(ValueError, match="names no HD or RD data"):
+        row_name({"data": {"hd": [], "rd": []}})
+    base, served = tmp_path / "generator-base", tmp_path / "generator"
+    for directory, manifest in ((base, {"training": {}}), (served, {"baton": {"beta": 0.25}, "data": {"hd": [], "rd": [{"dir": "b"}]}})):
+        directory.mkdir()
+        (directory / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert default_rows(base, served) == {"base": base, "rd": served}
+    assert default_rows(base, base) == {"base": base}

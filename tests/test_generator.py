@@ -267,12 +267,33 @@ def test_shipped_generator_loads_and_generates():
     directory = shipped("generator")
     manifest = verify_manifest(directory)
     assert {"single.presence", "integrity.accuracy", "temporal.accuracy", "roundtrip.presence_f1"} <= set(manifest["metrics"])
-    assert set(manifest["training"]["stages"]) == {"vae", "vocoder", "unet"}
     pipe = TangoPipeline.from_pretrained(directory, device="cpu")
     assert pipe.config.text_encoder == MINILM
     out = pipe.generate(["a dog barks, then a bell rings"], num_candidates=2, steps=3, seed=0)
     assert out.waveforms.shape == (1, 2, 65536) and np.isfinite(out.waveforms).all()
     assert np.abs(out.waveforms).max() > 1e-3, "silence"
+
+
+def test_served_generator_is_a_baton_fine_tune_of_the_shipped_base():
+    """The served default is BATON's fine-tune of the shipped base (which stays for comparison): its
+    MANIFEST names that base, unchanged since the fine-tune read it, and its feedback data; only the UNet's
+    weights differ, the codec and every setting are the base's."""
+    from services.checkpoints import shipped
+    from services.manifest import checkpoint_version, verify_manifest
+
+    base, served = shipped("generator-base"), shipped("generator")
+    base_manifest, manifest = verify_manifest(base), verify_manifest(served)
+    assert set(base_manifest["training"]["stages"]) == {"vae", "vocoder", "unet"}
+    assert manifest["command"].startswith("tta train baton") and manifest["data"]["hd"] + manifest["data"]["rd"]
+    assert manifest["base"]["dir"] == "services/checkpoints/generator-base"
+    assert manifest["base"]["version"].split("@")[1] == checkpoint_version(base).split("@")[1]
+    assert {"single.presence", "integrity.accuracy", "temporal.accuracy"} <= set(manifest["metrics"])
+    assert set(base_manifest["files"]) <= set(manifest["files"])
+    for name, entry in base_manifest["files"].items():
+        if name.endswith(".json"):
+            assert json.loads((served / name).read_text()) == json.loads((base / name).read_text()), name
+        else:
+            assert (entry["sha256"] == manifest["files"][name]["sha256"]) == (not name.startswith("unet/")), name
 
 
 def test_reconstruct_keeps_what_the_oracle_hears():

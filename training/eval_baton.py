@@ -14,6 +14,7 @@ prompts (`{task}.n1_se`), and each row's difference from base the paired standar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,23 @@ from training.world.oracle import SoundEventDetector
 ROWS = ("base", "hd", "rd", "hd+rd")
 K = 4
 COLUMNS = ("integrity", "temporal", "clap", "single")
+
+
+def row_name(manifest: dict) -> str:
+    """The table row a BATON fine-tune belongs in, from what its MANIFEST says it was trained on."""
+    data = manifest.get("data") or {}
+    if not isinstance(data, dict) or not (data.get("hd") or data.get("rd")):
+        raise ValueError("not a BATON fine-tune: its MANIFEST names no HD or RD data")
+    return "+".join(name for name in ("hd", "rd") if data.get(name))
+
+
+def default_rows(base_dir: Path, served_dir: Path) -> dict[str, Path]:
+    """What `tta eval baton` compares when no --model is given: the shipped base and the served
+    generator, in the row its fine-tuning data names (just the base when the served one is the base)."""
+    manifest = json.loads((served_dir / "MANIFEST.json").read_text())
+    if "baton" not in manifest:
+        return {"base": base_dir}
+    return {"base": base_dir, row_name(manifest): served_dir}
 
 
 def pick_metrics(scores: CandidateScores) -> dict[str, float]:

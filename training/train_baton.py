@@ -179,6 +179,15 @@ def baton_loss(
 
 
 # ----------------------------------------------------------------------------- main
+def _shown(path: Path) -> str:
+    """A path as a MANIFEST should name it: relative to the working directory (the repository) when inside
+    it, so that it names the same checkpoint on another machine."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def train_baton(
     init: Path,
     out: Path,
@@ -284,7 +293,7 @@ def train_baton(
         metrics=metrics,
         git_commit=commit_at_start,
         extra={
-            "base": {"dir": str(init), "version": checkpoint_version(init)},
+            "base": {"dir": _shown(init), "version": checkpoint_version(init)},
             "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "n_pretrain": len(pre), "feedback_clips": len(fb)},
             "data": described,
             "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,

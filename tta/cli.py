@@ -217,7 +217,7 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 
 
 @train.command("baton")
-@click.option("--init", "init_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator to fine-tune (default: the shipped one); a converted TANGO works the same")
+@click.option("--init", "init_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator to fine-tune (default: the shipped base, generator-base, which the served generator was fine-tuned from); a converted TANGO works the same")
 @click.option("--feedback", "hd_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="HD: labelled dataset directory (records.jsonl), r = label (repeatable)")
 @click.option("--reward-data", "rd_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="RD: dataset directory (clips.jsonl), r = the reward model's score (repeatable)")
 @click.option("--reward-model", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model scoring --reward-data (default: the shipped one)")
@@ -240,7 +240,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
 
     try:
         train_baton(
-            init_dir or shipped("generator"),
+            init_dir or shipped("generator-base"),
             out,
             hd_dirs=list(hd_dirs),
             rd_dirs=list(rd_dirs),
@@ -317,7 +317,7 @@ def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int 
 
 @train.command("generator")
 @click.option("--scale", type=click.Choice(["mini"]), default="mini", show_default=True, help="full-scale TANGO comes from `tta convert-tango`")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/generator"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/generator-base"), show_default=True, help="the pretrained base; `tta train baton` fine-tunes it into the served generator")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--n-clips", type=click.IntRange(64), default=20000, show_default=True, help="rendered training clips")
 @click.option("--n-audio", type=click.IntRange(16), default=3000, show_default=True, help="of which waveforms are kept for the vocoder")
@@ -593,7 +593,7 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
 
 
 @eval_.command("baton")
-@click.option("--model", "models", multiple=True, metavar="NAME=DIR", help="a row: base, hd, rd or hd+rd and its generator directory (repeatable; default: base=the shipped generator)")
+@click.option("--model", "models", multiple=True, metavar="NAME=DIR", help="a row: base, hd, rd or hd+rd and its generator directory (repeatable; default: the shipped base and the served fine-tune)")
 @click.option("--n", "n", type=click.IntRange(1), default=50, show_default=True, help="held-out prompts per task")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton-eval"), show_default=True, help="generated candidates are cached here per row and resumed")
 @click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for best-of-4 (default: the shipped one)")
@@ -605,9 +605,9 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
     """BATON's table: base vs HD / RD / HD+RD fine-tuned generators, N=1 and best-of-4 by reward and by CLAP."""
     from services.checkpoints import shipped
     from services.reward import RewardModel
-    from training.eval_baton import ROWS, add_paired_deltas, baton_markdown, baton_table, evaluate_row
+    from training.eval_baton import ROWS, add_paired_deltas, baton_markdown, baton_table, default_rows, evaluate_row
 
-    rows = dict(_named_dir("--model", spec, ROWS) for spec in models or (f"base={shipped('generator')}",))
+    rows = dict(_named_dir("--model", spec, ROWS) for spec in models) if models else default_rows(shipped("generator-base"), shipped("generator"))
     oracle, _ = _load_oracle(None)
     results, per_prompt = {}, {}
     for name, directory in rows.items():
