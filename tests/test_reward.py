@@ -119,7 +119,10 @@ def test_pickers_choose_within_each_prompt_only():
     s = CandidateScores(labels, clap=-scores, reward=scores)
     acc = pick_accuracy(s, 4)
     assert acc == {"random": pytest.approx(1 / 8), "clap": 0.0, "reward": 0.5, "ceiling": 0.5}
-    assert pick_accuracy(s, 1) == {"random": 0.0, "clap": 0.0, "reward": 0.0, "ceiling": 0.0}
+    # N=1: every candidate once, so every picker reads the mean (1 right of 8)
+    assert pick_accuracy(s, 1) == {"random": pytest.approx(1 / 8), "clap": pytest.approx(1 / 8), "reward": pytest.approx(1 / 8), "ceiling": pytest.approx(1 / 8)}
+    # N=2: groups (0, 1) and (2, 3) of each prompt; in prompt 0's first group the reward finds the right one, CLAP not
+    assert pick_accuracy(s, 2) == {"random": pytest.approx(1 / 8), "clap": 0.0, "reward": pytest.approx(0.25), "ceiling": pytest.approx(0.25)}
     table = rerank_table({"temporal": s}, (1, 2, 4, 8))
     assert table["temporal.reward.n4"] == 0.5 and "temporal.reward.n8" not in table
     # only prompt 0 has both kinds of candidate: the reward ranks its right one first, CLAP last
