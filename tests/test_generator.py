@@ -289,6 +289,7 @@ def test_served_generator_is_a_baton_fine_tune_of_the_shipped_base():
     assert manifest["base"]["version"].split("@")[1] == checkpoint_version(base).split("@")[1]
     assert {"single.presence", "integrity.accuracy", "temporal.accuracy"} <= set(manifest["metrics"])
     assert set(base_manifest["files"]) <= set(manifest["files"])
+
     def settings(path):  # diffusers notes where a config was loaded from; that is not a setting
         return {k: v for k, v in json.loads(path.read_text()).items() if k != "_name_or_path"}
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
+from services.manifest import MANIFEST
 from services.reward import RewardModel
 from training.eval_generator import EVAL_SEED, uses_novel_words
 from training.eval_rerank import CandidateScores, build_candidates, heldout_task_specs, score_candidates
@@ -43,7 +44,7 @@ def row_name(manifest: dict) -> str:
 def default_rows(base_dir: Path, served_dir: Path) -> dict[str, Path]:
     """What `tta eval baton` compares when no --model is given: the shipped base and the served
     generator, in the row its fine-tuning data names (just the base when the served one is the base)."""
-    manifest = json.loads((served_dir / "MANIFEST.json").read_text())
+    manifest = json.loads((served_dir / MANIFEST).read_text())
     if "baton" not in manifest:
         return {"base": base_dir}
     return {"base": base_dir, row_name(manifest): served_dir}
