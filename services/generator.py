@@ -35,6 +35,7 @@ from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram
 from services.manifest import MANIFEST, verify_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import PACKAGE_PREFIX, TextEncoder
+from services.clauses import clause_states
 from services.timeline import Segment, TimelineAttnProcessor, TimelineMask, parse_timeline, token_time_mask
 
 PIPELINE_CONFIG = "pipeline.json"
@@ -68,6 +69,9 @@ class GeneratorConfig(BaseModel):
     # prompts that state a sequence ("a, then b") give each clause its own stretch of the clip through
     # cross-attention masks (services.timeline); off for TANGO unless a measurement turns it on
     default_timeline: bool = False
+    # each token also carries its clause's mean-pooled text state (services.clauses): pooled MiniLM places
+    # paraphrases together, so an event named by unseen words still reads as that event. Off for TANGO.
+    clause_channels: bool = False
 
     @property
     def mel_config(self) -> MelConfig:
@@ -177,8 +181,8 @@ class TangoPipeline:
         wanted_in = vae_c.latent_channels + self.config.position_channels
         if unet_c.in_channels != wanted_in or unet_c.out_channels != vae_c.latent_channels:
             problems.append(f"UNet channels {unet_c.in_channels}->{unet_c.out_channels} != VAE latent channels {vae_c.latent_channels} (+ {self.config.position_channels} position channels in)")
-        if unet_c.cross_attention_dim != self.text_encoder.hidden_size + self.config.text_position_channels:
-            problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size} (+ {self.config.text_position_channels} text position channels)")
+        if unet_c.cross_attention_dim != self.text_width + self.config.text_position_channels:
+            problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size} (x2 with clause channels: {self.config.clause_channels}; + {self.config.text_position_channels} text position channels)")
         if voc_c.model_in_dim != self.mel.n_mels:
             problems.append(f"vocoder takes {voc_c.model_in_dim} mel bins, pipeline mel has {self.mel.n_mels}")
         if int(np.prod(voc_c.upsample_rates)) != self.mel.hop_length:
@@ -262,9 +266,22 @@ class TangoPipeline:
         m = self.frame_multiple
         return max(m, -(-frames // m) * m)
 
+    @property
+    def text_width(self) -> int:
+        """Channels of `encode_text`'s states: the encoder's, twice that with clause channels."""
+        return self.text_encoder.hidden_size * (2 if self.config.clause_channels else 1)
+
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen text states the UNet reads [B, L, text_width] (before token positions) and the mask [B, L];
+        training encodes its captions here too, so it sees what generation gives the UNet."""
+        h, m = self.text_encoder(texts)
+        if self.config.clause_channels:
+            h = torch.cat([h, clause_states(self.text_encoder, texts).to(h)], dim=-1)
+        return h, m
+
     def _encode(self, prompts: list[str], negative: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """[uncond/negative ; cond] text states and masks, padded to one length."""
-        h, m = self.text_encoder(negative + prompts)
+        h, m = self.encode_text(negative + prompts)
         return h.to(self.dtype), m.to(self.device)
 
     def token_visibility(self, texts: list[str], segments: list[list[Segment] | None], frames: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ tiny size, on the mini layout and on a real TANGO layout converted by `tta conve
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -162,10 +163,49 @@ def test_train_baton_end_to_end_tiny_and_resumes(feedback, tmp_path):
 def test_train_baton_refuses_missing_data(feedback, tmp_path):
     from training.train_baton import train_baton
 
-    with pytest.raises(ValueError, match="no feedback data"):
-        train_baton(feedback / "init", tmp_path / "x")
+    with pytest.raises(ValueError, match="nothing to train on"):
+        train_baton(feedback / "init", tmp_path / "x", beta=0.0)
+    with pytest.raises(ValueError, match="pretrain_teacher_share"):
+        train_baton(feedback / "init", tmp_path / "x", pretrain_teacher_share=1.5)
     with pytest.raises(ValueError, match="needs a reward model"):
         train_baton(feedback / "init", tmp_path / "x", rd_dirs=[feedback / "rd"], work_dir=tmp_path / "w")
+
+
+def test_the_pretraining_term_alone_trains_and_is_its_own_row(feedback, tmp_path):
+    """No feedback directories and beta > 0: the ablation row that tells what feedback itself adds."""
+    from services.manifest import verify_manifest
+    from training.eval_baton import row_name
+    from training.train_baton import train_baton
+
+    out = tmp_path / "pretrain-only"
+    train_baton(feedback / "init", out, beta=1.0, batch_size=2, n_pretrain=3, steps=2, work_dir=tmp_path / "w", lr=1e-3, device="cpu", command="test")
+    manifest = verify_manifest(out)
+    assert manifest["baton"]["feedback_clips"] == 0 and manifest["data"] == {"hd": [], "rd": []}
+    log = [json.loads(line) for line in (out / "baton_log.jsonl").read_text().splitlines()]
+    assert all(r["feedback"] == 0 and r["pretrain"] > 0 for r in log)
+    init, tuned = TangoPipeline.from_pretrained(feedback / "init"), TangoPipeline.from_pretrained(out)
+    assert any(not torch.equal(p, q) for p, q in zip(tuned.unet.parameters(), init.unet.parameters())), "the UNet was trained"
+    assert row_name(manifest) == "pretrain"
+
+
+def test_teacher_worded_pretraining_clips_keep_their_sounds():
+    """A teacher-worded pretraining clip is the same audio as without the option, under a caption that names
+    its events by their teacher words only; the share is per clip."""
+    import numpy as np
+
+    from tests.test_teacher_words import TEACHER
+    from training.train_baton import world_clips
+    from training.world.captions import mentioned_events
+
+    plain_captions, plain_audio = world_clips(40, 0)
+    captions, audio = world_clips(40, 0, teacher_share=0.5, teacher_words=TEACHER)
+    assert all(np.array_equal(a, b) for a, b in zip(audio, plain_audio))
+    worded = [(c, p) for c, p in zip(captions, plain_captions) if c != p]
+    assert 10 <= len(worded) <= 30, len(worded)
+    for caption, plain in worded:
+        assert mentioned_events(caption) == [], f"a training phrasing left in {caption!r}"
+        assert set(re.findall(r"[a-z]+oid", caption)) == {TEACHER[e][0] for e in mentioned_events(plain)}
+    assert world_clips(40, 0, teacher_share=1.0, teacher_words=TEACHER)[0] != plain_captions
 
 
 def test_the_same_command_fine_tunes_a_converted_tango(feedback, tmp_path):
@@ -262,7 +302,7 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
         assert load_prompt_file(work / "base" / f"{task}-n2-k4-seed3" / "prompts.jsonl") == heldout_task_prompts(task, 2, 3)
         assert heldout_task_prompts(task, 2, 3) != heldout_task_prompts(task, 2)
     bad = CliRunner().invoke(main, ["eval", "baton", "--model", f"best={tuned}"])
-    assert bad.exit_code != 0 and "NAME one of base, hd, rd, hd+rd" in bad.output
+    assert bad.exit_code != 0 and "NAME one of base, pretrain, hd, rd, hd+rd" in bad.output
 
 
 def test_eval_baton_names_the_served_fine_tune_by_its_data(tmp_path):
@@ -273,6 +313,7 @@ def test_eval_baton_names_the_served_fine_tune_by_its_data(tmp_path):
     assert row_name({"data": {"hd": [{"dir": "a"}], "rd": []}}) == "hd"
     assert row_name({"data": {"hd": [], "rd": [{"dir": "b"}]}}) == "rd"
     assert row_name({"data": {"hd": [{"dir": "a"}], "rd": [{"dir": "b"}]}}) == "hd+rd"
+    assert row_name({"baton": {"beta": 1.0}, "data": {"hd": [], "rd": []}}) == "pretrain"
     with pytest.raises(ValueError, match="names no HD or RD data"):
         row_name({"data": {"hd": [], "rd": []}})
     base, served = tmp_path / "generator-base", tmp_path / "generator"

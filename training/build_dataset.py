@@ -27,7 +27,7 @@ from services.audio import encode_audio
 from services.generator import TangoPipeline
 from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, write_annotations
 from training.eval_generator import prompt_of
-from training.world.clips import sample_spec
+from training.world.clips import ClipSpec, sample_spec
 from training.world.prompts import PromptSpec
 
 TASK_CODES = {"integrity": 0, "temporal": 1}
@@ -59,14 +59,21 @@ def compose_prompts(task: Task, n: int, seed: int = 0, wording: str = "training"
         rng = np.random.default_rng([seed, 41, TASK_CODES[task], i])
         spec = sample_spec(rng, "train", task)
         if wording == "teacher":
-            for j, event in enumerate(spec.events):
-                words = teacher_words[event]  # type: ignore[index]
-                if not words:
-                    raise ValueError(f"event {event!r} has no teacher words")
-                text = TEACHER_PHRASES[int(rng.integers(len(TEACHER_PHRASES)))].format(words[int(rng.integers(len(words)))])
-                spec.clauses[j] = spec.nouns[j] = text
+            teacher_worded(spec, rng, teacher_words)  # type: ignore[arg-type]
         prompts.append(prompt_of(spec))
     return prompts
+
+
+def teacher_worded(spec: ClipSpec, rng: np.random.Generator, teacher_words: dict[str, list[str]]) -> ClipSpec:
+    """`spec` with every event named by one of its teacher words ("a canine", "the sound of sparrow"), in place;
+    the template (and so the relation and order words) stays."""
+    for j, event in enumerate(spec.events):
+        words = teacher_words[event]
+        if not words:
+            raise ValueError(f"event {event!r} has no teacher words")
+        text = TEACHER_PHRASES[int(rng.integers(len(TEACHER_PHRASES)))].format(words[int(rng.integers(len(words)))])
+        spec.clauses[j] = spec.nouns[j] = text
+    return spec
 
 
 def check_task_prompts(prompts: list[PromptSpec], task: Task) -> None:

@@ -28,7 +28,8 @@ from training.eval_rerank import CandidateScores, build_candidates, heldout_task
 from training.stats import standard_error
 from training.world.oracle import SoundEventDetector
 
-ROWS = ("base", "hd", "rd", "hd+rd")
+# "pretrain": the pretraining term alone (no feedback), the ablation that tells what feedback itself adds
+ROWS = ("base", "pretrain", "hd", "rd", "hd+rd")
 K = 4
 COLUMNS = ("integrity", "temporal", "clap", "single")
 
@@ -37,6 +38,8 @@ def row_name(manifest: dict) -> str:
     """The table row a BATON fine-tune belongs in, from what its MANIFEST says it was trained on."""
     data = manifest.get("data") or {}
     if not isinstance(data, dict) or not (data.get("hd") or data.get("rd")):
+        if "baton" in manifest and isinstance(data, dict):
+            return "pretrain"
         raise ValueError("not a BATON fine-tune: its MANIFEST names no HD or RD data")
     return "+".join(name for name in ("hd", "rd") if data.get(name))
 

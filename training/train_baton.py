@@ -10,6 +10,9 @@ what people accepted. w(t) is Min-SNR (gamma 5) for v-prediction; the text encod
 are frozen, so only the UNet changes. A generator that serves timelines (`default_timeline`) is
 fine-tuned with them: every caption that states a sequence gets the same cross-attention mask over time
 that generation gives it (services.timeline), so training and generation see the UNet the same way.
+With no feedback directories the pretraining term trains alone (the "pretrain" ablation row of
+`tta eval baton`); `pretrain_teacher_share` captions that share of the ground-truth clips with teacher
+words for their events (never held-out words), so the pretraining term can carry wording too.
 
 Reads top to bottom: data (clips -> log-mel -> VAE latents, texts -> frozen text states, all once),
 model (the init generator's UNet), loop (both terms in one UNet batch; resumable `Stage`, progress bar,
@@ -20,6 +23,7 @@ TANGO converted by `tta convert-tango`: everything is read from the pipeline's o
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +103,27 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
     return prompts, paths, np.asarray(weights, np.float32), described
 
 
-def world_clips(n: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
-    """Ground-truth train clips of the world and their captions (the pretraining term's data)."""
+def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: dict[str, list[str]] | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """Ground-truth train clips of the world and their captions (the pretraining term's data). A
+    `teacher_share` of them name their events by teacher words (`training.teacher_words`, computed when not
+    given) instead of the world's training phrasings: the same sounds under words the captions never use,
+    never held-out ones."""
+    from training.build_dataset import teacher_worded
     from training.world.clips import make_clip
 
-    clips = [make_clip(seed, "train", i) for i in tqdm(range(n), desc="render world clips")]
+    words = None
+    if teacher_share > 0:
+        from training.teacher_words import teacher_event_words
+
+        words = teacher_words or teacher_event_words()
+    clips = []
+    for i in tqdm(range(n), desc="render world clips"):
+        # its own stream for the wording, so the clips themselves are those of teacher_share = 0
+        wording_rng = np.random.default_rng([seed, 53, i])
+        reword = None
+        if words is not None and wording_rng.random() < teacher_share:
+            reword = functools.partial(teacher_worded, rng=wording_rng, teacher_words=words)
+        clips.append(make_clip(seed, "train", i, reword=reword))
     return [c.truth.caption for c in clips], [c.audio for c in clips]
 
 
@@ -126,7 +146,7 @@ def encode_set(pipe: TangoPipeline, texts: list[str], waveforms: list[np.ndarray
         means.append(post.mean.half().cpu())
         stds.append(post.std.half().cpu())
         chunk = texts[i : i + batch]
-        h, m = pipe.text_encoder(chunk)
+        h, m = pipe.encode_text(chunk)
         hiddens.append(h.half().cpu())
         masks.append(m.bool().cpu())
         if pipe.config.default_timeline:
@@ -199,6 +219,7 @@ def train_baton(
     batch_size: int = 16,
     lr: float = 1e-4,
     n_pretrain: int = 2500,
+    pretrain_teacher_share: float = 0.0,
     seed: int = 0,
     work_dir: Path = Path("runs/baton"),
     checkpoint_every: int = 100,
@@ -212,10 +233,12 @@ def train_baton(
     feedback clips. eval_n > 0 evaluates the result as `tta train generator` does (eval_n held-out prompts
     per task, N=1, and the VAE/vocoder round trip) and puts the metrics into the MANIFEST."""
     hd_dirs, rd_dirs = [Path(d) for d in hd_dirs], [Path(d) for d in rd_dirs]
-    if not hd_dirs and not rd_dirs:
-        raise ValueError("no feedback data: give --feedback (labelled, HD) and/or --reward-data (reward-scored, RD) directories")
+    if not hd_dirs and not rd_dirs and beta == 0:
+        raise ValueError("nothing to train on: give --feedback (labelled, HD) and/or --reward-data (reward-scored, RD) directories, or beta > 0 for the pretraining term alone")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
+    if not 0 <= pretrain_teacher_share <= 1:
+        raise ValueError(f"pretrain_teacher_share must be in [0, 1], got {pretrain_teacher_share}")
     commit_at_start = current_commit()
     dev = pick_device(device)
     torch.manual_seed(seed)
@@ -224,24 +247,28 @@ def train_baton(
 
     # data, encoded once and cached: the encoders are frozen
     cache = work_dir / "latents.pt"
-    data_description = {"init": checkpoint_version(init), "hd": [str(d) for d in hd_dirs], "rd": [str(d) for d in rd_dirs], "n_pretrain": n_pretrain, "seed": seed, "timeline": pipe.config.default_timeline}
+    data_description = {"init": checkpoint_version(init), "hd": [str(d) for d in hd_dirs], "rd": [str(d) for d in rd_dirs], "n_pretrain": n_pretrain, "pretrain_teacher_share": pretrain_teacher_share, "seed": seed, "timeline": pipe.config.default_timeline}
     if cache.is_file() and (work_dir / "data.json").is_file() and json.loads((work_dir / "data.json").read_text())["key"] == data_description:
         saved = torch.load(cache, weights_only=True)
         pre, fb = (LatentSet(**saved[k]) for k in ("pretrain", "feedback"))
         described = json.loads((work_dir / "data.json").read_text())["feedback"]
     else:
-        prompts, paths, weights, described = feedback_clips(hd_dirs, rd_dirs, reward_model_dir)
-        fb = encode_set(pipe, prompts, [read_audio(p, pipe.sample_rate) for p in tqdm(paths, desc="read feedback clips")], weights)
-        captions, audio = world_clips(n_pretrain, seed)
+        captions, audio = world_clips(n_pretrain, seed, pretrain_teacher_share)
         pre = encode_set(pipe, captions, audio, np.ones(len(captions), np.float32))
+        prompts, paths, weights, described = feedback_clips(hd_dirs, rd_dirs, reward_model_dir)
+        if prompts:
+            fb = encode_set(pipe, prompts, [read_audio(p, pipe.sample_rate) for p in tqdm(paths, desc="read feedback clips")], weights)
+        else:  # the pretraining term alone (an ablation): no feedback rows in any batch
+            fb = LatentSet(*(t[:0] for t in (pre.mean, pre.std, pre.hidden, pre.mask, pre.weight, pre.visible)))
         torch.save({"pretrain": vars(pre), "feedback": vars(fb)}, cache)
         (work_dir / "data.json").write_text(json.dumps({"key": data_description, "feedback": described}, indent=2) + "\n")
-    if len(fb) == 0 or len(pre) == 0:
+    if len(pre) == 0 or (len(fb) == 0 and (hd_dirs or rd_dirs)):
         raise ValueError(f"empty training data: {len(pre)} pretraining and {len(fb)} feedback clips")
     length = max(pre.hidden.shape[1], fb.hidden.shape[1])
     pre, fb = pre.padded(length), fb.padded(length)
-    print(f"data: {len(pre)} pretraining clips, {len(fb)} feedback clips (mean r {float(fb.weight.mean()):.3f}, {int((fb.weight > 0).sum())} with r > 0)")
-    empty_h, empty_m = pipe.text_encoder([""])
+    feedback_rows = batch_size if len(fb) else 0
+    print(f"data: {len(pre)} pretraining clips, {len(fb)} feedback clips" + (f" (mean r {float(fb.weight.mean()):.3f}, {int((fb.weight > 0).sum())} with r > 0)" if len(fb) else " (the pretraining term alone)"))
+    empty_h, empty_m = pipe.encode_text([""])
     empty_hidden = F.pad(empty_h[0].float().cpu(), (0, 0, 0, pre.hidden.shape[1] - empty_h.shape[1]))
     empty_mask = F.pad(empty_m[0].bool().cpu(), (0, pre.mask.shape[1] - empty_m.shape[1]))
 
@@ -253,7 +280,7 @@ def train_baton(
     stage = Stage("unet", unet, work_dir, steps, lr=lr, warmup=min(100, max(1, steps // 10)))
     scaling = pipe.vae.config.scaling_factor
     g = torch.Generator().manual_seed(seed * 1000 + stage.step)
-    is_pretrain = torch.cat([torch.ones(batch_size, dtype=torch.bool), torch.zeros(batch_size, dtype=torch.bool)]).to(dev)
+    is_pretrain = torch.cat([torch.ones(batch_size, dtype=torch.bool), torch.zeros(feedback_rows, dtype=torch.bool)]).to(dev)
 
     def draw(s: LatentSet, idx: torch.Tensor, drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         eps = torch.randn(s.mean[idx].shape, generator=g)
@@ -266,7 +293,7 @@ def train_baton(
     bar = tqdm(total=steps, initial=stage.step, desc="baton fine-tune")
     while not stage.done:
         zp, hp, mp, wp, vp = draw(pre, torch.randint(len(pre), (batch_size,), generator=g), torch.rand(batch_size, generator=g) < CFG_DROPOUT)
-        zf, hf, mf, wf, vf = draw(fb, torch.randint(len(fb), (batch_size,), generator=g), None)
+        zf, hf, mf, wf, vf = draw(fb, torch.randint(max(1, len(fb)), (feedback_rows,), generator=g), None)
         z, h, m, w, v = (torch.cat(pair).to(dev) for pair in ((zp, zf), (hp, hf), (mp, mf), (wp, wf), (vp, vf)))
         loss, parts = baton_loss(unet, scheduler, z, h, m, w, is_pretrain, beta, g, position_channels=pipe.config.position_channels, text_position_channels=pipe.config.text_position_channels, visible=v)
         stage.update(loss)

@@ -226,14 +226,16 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="clips per term per step")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True, help="BATON's 1e-5 scaled like the pretraining rates (TANGO 3e-5, our mini UNet 4e-4); use 1e-5 for a real TANGO")
 @click.option("--n-pretrain", type=click.IntRange(1), default=2500, show_default=True, help="ground-truth world clips in the pretraining term")
+@click.option("--pretrain-teacher-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of the pretraining clips captioned with teacher words for their events (never held-out words)")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="fine-tuned generator directory")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton/run"), show_default=True, help="latent cache, train state (resumes), log")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--eval-n", type=click.IntRange(0), default=0, show_default=True, help="held-out prompts per task to evaluate the result on (as `tta eval generator`; metrics go into its MANIFEST); 0 skips")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, device: str | None) -> None:
-    """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only)."""
+def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, device: str | None) -> None:
+    """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only).
+    With no feedback directories it trains the pretraining term alone (an ablation row)."""
     from services.checkpoints import shipped
     from training.build_dataset import DatasetError
     from training.train_baton import train_baton
@@ -250,6 +252,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
             batch_size=batch_size,
             lr=lr,
             n_pretrain=n_pretrain,
+            pretrain_teacher_share=pretrain_teacher_share,
             seed=seed,
             work_dir=work_dir,
             checkpoint_every=checkpoint_every,
@@ -593,7 +596,7 @@ def eval_generator_cmd(n: int, checkpoint: Path | None, prompts: Path | None, st
 
 
 @eval_.command("baton")
-@click.option("--model", "models", multiple=True, metavar="NAME=DIR", help="a row: base, hd, rd or hd+rd and its generator directory (repeatable; default: the shipped base and the served fine-tune)")
+@click.option("--model", "models", multiple=True, metavar="NAME=DIR", help="a row: base, pretrain (the pretraining term alone), hd, rd or hd+rd and its generator directory (repeatable; default: the shipped base and the served fine-tune)")
 @click.option("--n", "n", type=click.IntRange(1), default=50, show_default=True, help="held-out prompts per task")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton-eval"), show_default=True, help="generated candidates are cached here per row and resumed")
 @click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for best-of-4 (default: the shipped one)")

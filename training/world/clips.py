@@ -10,7 +10,7 @@ present and in order?); `single` clips (1 event) teach the models the vocabulary
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -258,10 +258,13 @@ class Clip:
     spec: ClipSpec
 
 
-def make_clip(seed: int, split: Split, index: int, task: Task | None = None, spec: ClipSpec | None = None) -> Clip:
-    """The clip (seed, split, index): deterministic, independent of any other clip."""
+def make_clip(seed: int, split: Split, index: int, task: Task | None = None, spec: ClipSpec | None = None, reword: Callable[[ClipSpec], ClipSpec] | None = None) -> Clip:
+    """The clip (seed, split, index): deterministic, independent of any other clip. `reword` changes the
+    drawn spec's words only (its caption), so the audio is that of the clip without it."""
     rng = clip_rng(seed, split, index)
     spec = spec or sample_spec(rng, split, task)
+    if reword is not None:
+        spec = reword(spec)
     audio, events = render(spec, rng)
     order = cap.text_order(spec.template, len(spec.events)) if len(spec.events) > 1 else [0]
     truth = ClipTruth(
