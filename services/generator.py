@@ -32,10 +32,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram
+from services.clauses import clause_states
 from services.manifest import MANIFEST, verify_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import PACKAGE_PREFIX, TextEncoder
-from services.clauses import clause_states
 from services.timeline import Segment, TimelineAttnProcessor, TimelineMask, parse_timeline, token_time_mask
 
 PIPELINE_CONFIG = "pipeline.json"

@@ -3,7 +3,6 @@ clause's pooled state, and a UNet widened for them starts out generating exactly
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
