@@ -167,6 +167,8 @@ def test_train_baton_refuses_missing_data(feedback, tmp_path):
         train_baton(feedback / "init", tmp_path / "x", beta=0.0)
     with pytest.raises(ValueError, match="pretrain_teacher_share"):
         train_baton(feedback / "init", tmp_path / "x", pretrain_teacher_share=1.5)
+    with pytest.raises(ValueError, match="needs a generator with clause channels"):
+        train_baton(feedback / "init", tmp_path / "x", clause_only_rate=0.5, work_dir=tmp_path / "w")
     with pytest.raises(ValueError, match="needs a reward model"):
         train_baton(feedback / "init", tmp_path / "x", rd_dirs=[feedback / "rd"], work_dir=tmp_path / "w")
 
@@ -186,6 +188,20 @@ def test_the_pretraining_term_alone_trains_and_is_its_own_row(feedback, tmp_path
     init, tuned = TangoPipeline.from_pretrained(feedback / "init"), TangoPipeline.from_pretrained(out)
     assert any(not torch.equal(p, q) for p, q in zip(tuned.unet.parameters(), init.unet.parameters())), "the UNet was trained"
     assert row_name(manifest) == "pretrain"
+
+
+def test_clause_only_rows_teach_the_clause_channels(feedback, tmp_path):
+    """On a generator widened for clause channels (zero weights on them), pretraining rows whose token states
+    are hidden train the new key/value columns."""
+    from services.manifest import verify_manifest
+    from training.train_baton import train_baton
+
+    width = TangoPipeline.from_pretrained(feedback / "init").text_encoder.hidden_size
+    train_baton(feedback / "init", tmp_path / "tuned", beta=1.0, clause_channels=True, clause_only_rate=1.0, batch_size=2, n_pretrain=3, steps=2, work_dir=tmp_path / "w", lr=1e-3, device="cpu", command="test")
+    tuned = TangoPipeline.from_pretrained(tmp_path / "tuned")
+    new_columns = [p[:, width:] for n, p in tuned.unet.named_parameters() if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]
+    assert len(new_columns) > 1 and all(c.shape[1] == width and c.abs().sum() > 0 for c in new_columns), "the clause channels' weights moved off zero"
+    assert tuned.config.clause_channels and verify_manifest(tmp_path / "tuned")["baton"]["widened_for_clause_channels"]
 
 
 def test_teacher_worded_pretraining_clips_keep_their_sounds():

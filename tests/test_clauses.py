@@ -67,16 +67,13 @@ def test_tokens_carry_their_clause_pooled_alone(text_encoder):
 def test_a_widened_pipeline_starts_where_the_narrow_one_was(text_encoder):
     """Clause channels on a UNet widened with zero weights change nothing until trained; a UNet of the wrong
     width for the config is refused."""
-    from diffusers import DDPMScheduler
-
-    from services.generator import TangoPipeline
     from services.modeling import CheckpointError
     from tests.test_generator import tiny_pipeline
-    from training.train_generator import widen_unet
+    from training.train_generator import with_clause_channels
 
     narrow = tiny_pipeline(text_encoder)
-    wide_unet = widen_unet(narrow.unet, None, 2 * text_encoder.hidden_size)
-    wide = TangoPipeline(narrow.config.model_copy(update={"clause_channels": True}), text_encoder, wide_unet, narrow.vae, narrow.vocoder, DDPMScheduler.from_config(narrow.scheduler_config))
+    wide = with_clause_channels(narrow)
+    assert with_clause_channels(wide) is wide
     prompt = "a hound yaps, and at the same time a kitty mews"
     a = narrow.generate(prompt, seed=3, steps=3).waveforms
     b = wide.generate(prompt, seed=3, steps=3).waveforms

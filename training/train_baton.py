@@ -37,7 +37,7 @@ from services.audio import MelSpectrogram, read_audio
 from services.generator import TangoPipeline, with_position_channels, with_token_positions
 from services.manifest import checkpoint_version, current_commit, write_manifest
 from services.timeline import TimelineMask, parse_timeline
-from training.train_generator import Stage, min_snr_weight, pick_device, show
+from training.train_generator import Stage, min_snr_weight, pick_device, show, with_clause_channels
 
 CFG_DROPOUT = 0.1  # on the pretraining half only: keeps the unconditional branch guidance needs
 TRAINING_LOG = "baton_log.jsonl"  # per step: loss, pretrain and feedback terms, lr
@@ -220,6 +220,8 @@ def train_baton(
     lr: float = 1e-4,
     n_pretrain: int = 2500,
     pretrain_teacher_share: float = 0.0,
+    clause_only_rate: float = 0.0,
+    clause_channels: bool = False,
     seed: int = 0,
     work_dir: Path = Path("runs/baton"),
     checkpoint_every: int = 100,
@@ -239,15 +241,24 @@ def train_baton(
         raise ValueError(f"beta must be >= 0, got {beta}")
     if not 0 <= pretrain_teacher_share <= 1:
         raise ValueError(f"pretrain_teacher_share must be in [0, 1], got {pretrain_teacher_share}")
+    if not 0 <= clause_only_rate <= 1:
+        raise ValueError(f"clause_only_rate must be in [0, 1], got {clause_only_rate}")
     commit_at_start = current_commit()
     dev = pick_device(device)
     torch.manual_seed(seed)
     pipe = TangoPipeline.from_pretrained(init, device=dev, dtype=torch.float32)
+    widened = clause_channels and not pipe.config.clause_channels
+    if widened:
+        pipe = with_clause_channels(pipe)
+    if clause_only_rate > 0 and not pipe.config.clause_channels:
+        raise ValueError(f"clause_only_rate needs a generator with clause channels; {init} has none (add them with clause_channels)")
     work_dir.mkdir(parents=True, exist_ok=True)
 
     # data, encoded once and cached: the encoders are frozen
     cache = work_dir / "latents.pt"
     data_description = {"init": checkpoint_version(init), "hd": [str(d) for d in hd_dirs], "rd": [str(d) for d in rd_dirs], "n_pretrain": n_pretrain, "pretrain_teacher_share": pretrain_teacher_share, "seed": seed, "timeline": pipe.config.default_timeline}
+    if pipe.config.clause_channels:  # the cached text states carry them (older caches, without the key, stay valid)
+        data_description["clause_channels"] = True
     if cache.is_file() and (work_dir / "data.json").is_file() and json.loads((work_dir / "data.json").read_text())["key"] == data_description:
         saved = torch.load(cache, weights_only=True)
         pre, fb = (LatentSet(**saved[k]) for k in ("pretrain", "feedback"))
@@ -293,6 +304,8 @@ def train_baton(
     bar = tqdm(total=steps, initial=stage.step, desc="baton fine-tune")
     while not stage.done:
         zp, hp, mp, wp, vp = draw(pre, torch.randint(len(pre), (batch_size,), generator=g), torch.rand(batch_size, generator=g) < CFG_DROPOUT)
+        if clause_only_rate > 0:  # these rows describe their sound by the clause channels alone
+            hp[torch.rand(batch_size, generator=g) < clause_only_rate, :, : pipe.text_encoder.hidden_size] = 0
         zf, hf, mf, wf, vf = draw(fb, torch.randint(max(1, len(fb)), (feedback_rows,), generator=g), None)
         z, h, m, w, v = (torch.cat(pair).to(dev) for pair in ((zp, zf), (hp, hf), (mp, mf), (wp, wf), (vp, vf)))
         loss, parts = baton_loss(unet, scheduler, z, h, m, w, is_pretrain, beta, g, position_channels=pipe.config.position_channels, text_position_channels=pipe.config.text_position_channels, visible=v)
@@ -321,7 +334,7 @@ def train_baton(
         git_commit=commit_at_start,
         extra={
             "base": {"dir": _shown(init), "version": checkpoint_version(init)},
-            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "n_pretrain": len(pre), "feedback_clips": len(fb)},
+            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "pretrain_teacher_share": pretrain_teacher_share, "clause_only_rate": clause_only_rate, "clause_channels": pipe.config.clause_channels, "widened_for_clause_channels": widened, "n_pretrain": len(pre), "feedback_clips": len(fb)},
             "data": described,
             "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,
             "evaluation": evaluation,

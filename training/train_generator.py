@@ -362,6 +362,20 @@ def widen_unet(unet, in_channels: int | None = None, cross_attention_dim: int | 
     return wide
 
 
+def with_clause_channels(pipe):
+    """`pipe` reading clause channels (services.clauses) through a UNet widened for them with zero weights: it
+    generates exactly what it did until training teaches it to read them. A pipeline that has them is returned as is."""
+    from diffusers import DDPMScheduler
+
+    from services.generator import TangoPipeline
+
+    if pipe.config.clause_channels:
+        return pipe
+    unet = widen_unet(pipe.unet, None, pipe.unet.config.cross_attention_dim + pipe.text_encoder.hidden_size)
+    config = pipe.config.model_copy(update={"clause_channels": True})
+    return TangoPipeline(config, pipe.text_encoder, unet, pipe.vae, pipe.vocoder, DDPMScheduler.from_config(pipe.scheduler_config)).to(pipe.device, pipe.dtype)
+
+
 def train_unet(latents: tuple[torch.Tensor, torch.Tensor], text: tuple[torch.Tensor, torch.Tensor], empty: tuple[torch.Tensor, torch.Tensor], scaling_factor: float, work_dir: Path, steps: int, batch_size: int, seed: int, checkpoint_every: int, device: torch.device, command: str | None = None, export=None, export_every: int = 0, cfg_dropout: float = 0.1, position_channels: int = 0, init_unet: Path | None = None, lr: float = 4e-4, snr_gamma: float = 5.0, text_position_channels: int = 0):
     """v-prediction with Min-SNR-gamma weights and EMA; from scratch, or from `init_unet`'s weights
     (widened for position channels it lacks) with a fresh optimiser."""

@@ -227,13 +227,15 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True, help="BATON's 1e-5 scaled like the pretraining rates (TANGO 3e-5, our mini UNet 4e-4); use 1e-5 for a real TANGO")
 @click.option("--n-pretrain", type=click.IntRange(1), default=2500, show_default=True, help="ground-truth world clips in the pretraining term")
 @click.option("--pretrain-teacher-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of the pretraining clips captioned with teacher words for their events (never held-out words)")
+@click.option("--clause-channels", is_flag=True, help="give the generator clause channels first (services.clauses; its UNet widened with zero weights) when it has none")
+@click.option("--clause-only-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of pretraining rows whose token states are hidden, so the UNet learns to read the clause channels alone (a generator with clause channels)")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="fine-tuned generator directory")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton/run"), show_default=True, help="latent cache, train state (resumes), log")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--eval-n", type=click.IntRange(0), default=0, show_default=True, help="held-out prompts per task to evaluate the result on (as `tta eval generator`; metrics go into its MANIFEST); 0 skips")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, device: str | None) -> None:
+def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, clause_channels: bool, clause_only_rate: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, device: str | None) -> None:
     """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only).
     With no feedback directories it trains the pretraining term alone (an ablation row)."""
     from services.checkpoints import shipped
@@ -253,6 +255,8 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
             lr=lr,
             n_pretrain=n_pretrain,
             pretrain_teacher_share=pretrain_teacher_share,
+            clause_only_rate=clause_only_rate,
+            clause_channels=clause_channels,
             seed=seed,
             work_dir=work_dir,
             checkpoint_every=checkpoint_every,
