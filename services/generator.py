@@ -182,7 +182,8 @@ class TangoPipeline:
         if unet_c.in_channels != wanted_in or unet_c.out_channels != vae_c.latent_channels:
             problems.append(f"UNet channels {unet_c.in_channels}->{unet_c.out_channels} != VAE latent channels {vae_c.latent_channels} (+ {self.config.position_channels} position channels in)")
         if unet_c.cross_attention_dim != self.text_width + self.config.text_position_channels:
-            problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size} (x2 with clause channels: {self.config.clause_channels}; + {self.config.text_position_channels} text position channels)")
+            clauses = " x 2 for clause channels" if self.config.clause_channels else ""
+            problems.append(f"UNet cross_attention_dim {unet_c.cross_attention_dim} != text encoder width {self.text_encoder.hidden_size}{clauses} (+ {self.config.text_position_channels} text position channels)")
         if voc_c.model_in_dim != self.mel.n_mels:
             problems.append(f"vocoder takes {voc_c.model_in_dim} mel bins, pipeline mel has {self.mel.n_mels}")
         if int(np.prod(voc_c.upsample_rates)) != self.mel.hop_length:

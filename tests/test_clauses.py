@@ -80,5 +80,5 @@ def test_a_widened_pipeline_starts_where_the_narrow_one_was(text_encoder):
     np.testing.assert_array_equal(a, b)
     h, _ = wide.encode_text([prompt])
     assert h.shape[-1] == wide.text_width == 2 * text_encoder.hidden_size and h[0, :, text_encoder.hidden_size :].any()
-    with pytest.raises(CheckpointError, match="clause channels"):
+    with pytest.raises(CheckpointError, match="384 x 2 for clause channels"):
         tiny_pipeline(text_encoder, clause_channels=True)

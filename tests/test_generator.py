@@ -275,27 +275,35 @@ def test_shipped_generator_loads_and_generates():
 
 
 def test_served_generator_is_a_baton_fine_tune_of_the_shipped_base():
-    """The served default is BATON's fine-tune of the shipped base (which stays for comparison): its
-    MANIFEST names that base, unchanged since the fine-tune read it, and its feedback data; only the UNet's
-    weights differ, the codec and every setting are the base's."""
+    """The served default is a `tta train baton` fine-tune of the shipped base (which stays for comparison): its
+    MANIFEST names that base, unchanged since the fine-tune read it, and what it trained on; only the UNet's
+    weights differ, the codec and every setting are the base's, except what clause channels change (the
+    pipeline's switch and the UNet's text width), which the MANIFEST says were added."""
     from services.checkpoints import shipped
     from services.manifest import checkpoint_version, verify_manifest
 
     base, served = shipped("generator-base"), shipped("generator")
     base_manifest, manifest = verify_manifest(base), verify_manifest(served)
     assert set(base_manifest["training"]["stages"]) == {"vae", "vocoder", "unet"}
-    assert manifest["command"].startswith("tta train baton") and manifest["data"]["hd"] + manifest["data"]["rd"]
+    assert manifest["command"].startswith("tta train baton") and {"hd", "rd"} <= set(manifest["data"]) and manifest["baton"]["steps"] > 0
     assert manifest["base"]["dir"] == "services/checkpoints/generator-base"
     assert manifest["base"]["version"].split("@")[1] == checkpoint_version(base).split("@")[1]
     assert {"single.presence", "integrity.accuracy", "temporal.accuracy"} <= set(manifest["metrics"])
     assert set(base_manifest["files"]) <= set(manifest["files"])
+    widened = manifest["baton"].get("widened_for_clause_channels", False)
+    text_width = TangoPipeline.from_pretrained(base).text_encoder.hidden_size
 
     def settings(path):  # diffusers notes where a config was loaded from; that is not a setting
         return {k: v for k, v in json.loads(path.read_text()).items() if k != "_name_or_path"}
 
     for name, entry in base_manifest["files"].items():
         if name.endswith(".json"):
-            assert settings(served / name) == settings(base / name), name
+            ours, theirs = settings(served / name), settings(base / name)
+            if widened and name == "pipeline.json":
+                assert ours.pop("clause_channels") and not theirs.pop("clause_channels", False)
+            if widened and name == "unet/config.json":
+                assert ours.pop("cross_attention_dim") == theirs.pop("cross_attention_dim") + text_width
+            assert ours == theirs, name
         else:
             assert (entry["sha256"] == manifest["files"][name]["sha256"]) == (not name.startswith("unet/")), name
 
