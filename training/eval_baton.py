@@ -1,6 +1,6 @@
 """`tta eval baton`: BATON's table on the mini world, for several generators side by side.
 
-Per generator (rows base, hd, rd, hd+rd): n held-out integrity and temporal prompts with K=4 candidates
+Per generator (rows base, pretrain, hd, rd, hd+rd): n held-out integrity and temporal prompts with K=4 candidates
 each (built and oracle-labelled by the dataset builder, cached, resumable), plus n single-event prompts.
 Columns at N=1 (a plain generation: the mean over all four candidates, each an independent N=1 sample,
 so the estimate rests on 4n clips rather than n) and, in "best-of-4" rows, with the reward model or the
