@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from services.timeline import Segment, _clause, parse_timeline
+from services.timeline import Segment, clause_segment, parse_timeline
 
 # words that join two sounds heard together; longest first, so "and at the same time" is one marker
 OVERLAP_MARKERS: tuple[str, ...] = ("and at the same time", "at the same time", "in the background", "meanwhile", "while", "with", "and", "as")
@@ -36,11 +36,11 @@ def split_clauses(prompt: str) -> list[Segment]:
     for a, b in cuts:
         if a < pos:
             continue
-        seg = _clause(prompt, pos, a)
+        seg = clause_segment(prompt, pos, a)
         if seg is not None:
             clauses.append(seg)
         pos = b
-    seg = _clause(prompt, pos, len(prompt))
+    seg = clause_segment(prompt, pos, len(prompt))
     if seg is not None:
         clauses.append(seg)
     return clauses

@@ -54,7 +54,7 @@ class Segment:
     text: str
 
 
-def _clause(prompt: str, start: int, end: int) -> Segment | None:
+def clause_segment(prompt: str, start: int, end: int) -> Segment | None:
     """The clause in prompt[start:end] without surrounding punctuation, spaces and leading fillers."""
     piece = prompt[start:end]
     lead = len(piece) - len(piece.lstrip(" ,;.:"))
@@ -82,12 +82,12 @@ def parse_timeline(prompt: str) -> list[Segment] | None:
     pieces: list[tuple[Segment, bool]] = []  # (clause, the cut before it was "after")
     pos, reverse_next = 0, False
     for a, b, is_after in cuts:
-        seg = _clause(prompt, pos, a)
+        seg = clause_segment(prompt, pos, a)
         if seg is not None:
             pieces.append((seg, reverse_next))
         # an "after" stays with the next clause that has words
         pos, reverse_next = b, is_after or (reverse_next and seg is None)
-    seg = _clause(prompt, pos, len(prompt))
+    seg = clause_segment(prompt, pos, len(prompt))
     if seg is not None:
         pieces.append((seg, reverse_next))
     if len(pieces) < 2:

@@ -37,11 +37,12 @@ COLUMNS = ("integrity", "temporal", "clap", "single")
 def row_name(manifest: dict) -> str:
     """The table row a BATON fine-tune belongs in, from what its MANIFEST says it was trained on."""
     data = manifest.get("data") or {}
-    if not isinstance(data, dict) or not (data.get("hd") or data.get("rd")):
-        if "baton" in manifest and isinstance(data, dict):
-            return "pretrain"
-        raise ValueError("not a BATON fine-tune: its MANIFEST names no HD or RD data")
-    return "+".join(name for name in ("hd", "rd") if data.get(name))
+    trained_on = [name for name in ("hd", "rd") if isinstance(data, dict) and data.get(name)]
+    if trained_on:
+        return "+".join(trained_on)
+    if "baton" in manifest and isinstance(data, dict):  # the pretraining term alone
+        return "pretrain"
+    raise ValueError("not a BATON fine-tune: its MANIFEST names no HD or RD data")
 
 
 def default_rows(base_dir: Path, served_dir: Path) -> dict[str, Path]:

@@ -18,6 +18,7 @@ import re
 import numpy as np
 import torch
 
+from services.clauses import mean_pooled
 from services.text_encoder import MINILM, resolve_location
 from training.world.captions import EVENT_PHRASINGS, heldout_fragments, template_words
 
@@ -62,13 +63,7 @@ def caption_words() -> set[str]:
 def sentence_embeddings(encoder, texts: list[str]) -> torch.Tensor:
     """MiniLM sentence embeddings (mean-pooled, L2-normalised), [len(texts), 384]; `encoder` is the
     `services.text_encoder.TextEncoder` of MiniLM."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), 512):
-            hidden, mask = encoder(texts[i : i + 512])
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            out.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1))
-    return torch.cat(out)
+    return torch.nn.functional.normalize(mean_pooled(encoder, texts, batch=512), dim=-1)
 
 
 def nearest_group_words(words: list[str], groups: dict[str, list[str]], min_similarity: float, min_margin: float, max_words: int | None = None) -> dict[str, list[str]]:
