@@ -72,3 +72,12 @@ def clause_states(encoder, texts: list[str]) -> torch.Tensor:
             out[i, inside.to(out.device)] = vectors[k]
             k += 1
     return out
+
+
+def text_states(encoder, texts: list[str], clause_channels: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen text states a UNet reads, [B, L, D] or with clause channels [B, L, 2D] (token states, then
+    `clause_states`), and the mask [B, L]. Generation and training (from scratch or BATON) all encode here."""
+    hidden, mask = encoder(texts)
+    if clause_channels:
+        hidden = torch.cat([hidden, clause_states(encoder, texts).to(hidden)], dim=-1)
+    return hidden, mask

@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram
-from services.clauses import clause_states
+from services.clauses import text_states
 from services.manifest import MANIFEST, verify_manifest
 from services.modeling import CheckpointError
 from services.text_encoder import PACKAGE_PREFIX, TextEncoder
@@ -275,10 +275,7 @@ class TangoPipeline:
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen text states the UNet reads [B, L, text_width] (before token positions) and the mask [B, L];
         training encodes its captions here too, so it sees what generation gives the UNet."""
-        h, m = self.text_encoder(texts)
-        if self.config.clause_channels:
-            h = torch.cat([h, clause_states(self.text_encoder, texts).to(h)], dim=-1)
-        return h, m
+        return text_states(self.text_encoder, texts, self.config.clause_channels)
 
     def _encode(self, prompts: list[str], negative: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """[uncond/negative ; cond] text states and masks, padded to one length."""

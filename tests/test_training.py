@@ -45,7 +45,7 @@ def test_generator_training_end_to_end_and_resume(tmp_path):
     init_kwargs = {**kwargs, "work_dir": tmp_path / "runs-init", "command": "test-init"}
     with pytest.raises(ValueError, match="only the UNet trains further"):
         train_generator(tmp_path / "gen2", unet_steps=2, init=tmp_path / "gen", stage="vocoder", **init_kwargs)
-    train_generator(tmp_path / "gen2", unet_steps=2, init=tmp_path / "gen", position_channels=2, unet_lr=1e-4, **init_kwargs)
+    train_generator(tmp_path / "gen2", unet_steps=2, init=tmp_path / "gen", position_channels=2, clause_channels=True, unet_lr=1e-4, **init_kwargs)
     assert not (tmp_path / "runs-init" / "vae").exists() and not (tmp_path / "runs-init" / "vocoder").exists(), "nothing but the UNet trained"
     first, second = (json.loads((tmp_path / g / "MANIFEST.json").read_text()) for g in ("gen", "gen2"))
     for kept in ("vae/diffusion_pytorch_model.safetensors", "vocoder/model.safetensors"):
@@ -55,7 +55,12 @@ def test_generator_training_end_to_end_and_resume(tmp_path):
     assert second["training"]["stages"]["vae"] == first["training"]["stages"]["vae"], "the kept VAE's record travels with it"
     pipe2 = TangoPipeline.from_pretrained(tmp_path / "gen2", device="cpu")
     assert pipe2.config.position_channels == 2 and pipe2.unet.config.in_channels == pipe.vae.config.latent_channels + 2
-    assert pipe2.generate(["a dog barks"], seed=0).waveforms.shape == (1, 1, 65536)
+    # clause channels: the UNet reads twice the encoder's width, trained on captions encoded the way generation encodes
+    assert second["training"]["clause_channels"] and pipe2.config.clause_channels
+    assert pipe2.unet.config.cross_attention_dim == 2 * pipe2.text_encoder.hidden_size
+    assert pipe2.generate(["a dog barks while rain falls"], seed=0).waveforms.shape == (1, 1, 65536)
+    with pytest.raises(ValueError, match="reads clause channels; pass --clause-channels"):
+        train_generator(tmp_path / "gen3", unet_steps=2, init=tmp_path / "gen2", position_channels=2, **{**init_kwargs, "work_dir": tmp_path / "runs-3"})
 
 
 def test_generator_stages_run_separately_and_are_recorded(tmp_path):

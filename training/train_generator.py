@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from services.audio import MelConfig, MelSpectrogram
+from services.clauses import text_states
 from services.generator import GeneratorConfig, TangoPipeline, with_position_channels, with_token_positions
 from services.manifest import MANIFEST, checkpoint_version, current_commit, write_manifest
 from services.text_encoder import MINILM, TextEncoder
@@ -318,13 +319,15 @@ def encode_latents(vae, mels: torch.Tensor, batch: int = 128) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def encode_captions(text_encoder: TextEncoder, captions: list[str], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Text states of every caption, padded to TEXT_MAX_LENGTH, kept on the encoder's device."""
+def encode_captions(text_encoder: TextEncoder, captions: list[str], clause_channels: bool = False, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text states of every caption (`services.clauses.text_states`, as generation builds them), padded to
+    TEXT_MAX_LENGTH, kept on the encoder's device."""
     device = next(text_encoder.encoder.parameters()).device
-    hidden = torch.zeros(len(captions), TEXT_MAX_LENGTH, text_encoder.hidden_size, dtype=torch.float16, device=device)
+    width = text_encoder.hidden_size * (2 if clause_channels else 1)
+    hidden = torch.zeros(len(captions), TEXT_MAX_LENGTH, width, dtype=torch.float16, device=device)
     mask = torch.zeros(len(captions), TEXT_MAX_LENGTH, dtype=torch.bool, device=device)
     for i in tqdm(range(0, len(captions), batch), desc="encode captions"):
-        h, m = text_encoder(captions[i : i + batch])
+        h, m = text_states(text_encoder, captions[i : i + batch], clause_channels)
         hidden[i : i + len(h), : h.shape[1]] = h.half()
         mask[i : i + len(h), : h.shape[1]] = m.bool()
     return hidden, mask
@@ -470,6 +473,7 @@ def train_generator(
     unet_lr: float = 4e-4,
     snr_gamma: float = 5.0,
     text_position_channels: int = 0,
+    clause_channels: bool = False,
 ) -> dict:
     """Train (or resume) the stages `stage` names; with stage "all", assemble, evaluate and write `out`.
 
@@ -484,8 +488,10 @@ def train_generator(
         raise ValueError(f"--init keeps {init}'s {stage}; only the UNet trains further (--stage unet or all)")
     if init is not None and not (init / "unet" / "config.json").is_file():
         raise FileNotFoundError(f"{init}: not a generator directory (no unet/config.json)")
+    if init is not None and not clause_channels and (init / "pipeline.json").is_file() and json.loads((init / "pipeline.json").read_text()).get("clause_channels"):
+        raise ValueError(f"{init}'s UNet reads clause channels; pass --clause-channels to train it further")
     # built first: its validation (e.g. odd --text-position-channels) fails before any training
-    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_vocoder=serve_vocoder, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels, text_position_channels=text_position_channels)
+    config = GeneratorConfig(text_encoder=MINILM, text_max_length=TEXT_MAX_LENGTH, mel=MINI_MEL.to_dict(), default_steps=serve_steps, default_scheduler=serve_scheduler, default_vocoder=serve_vocoder, default_duration_s=CLIP_SAMPLES / MINI_MEL.sample_rate, max_duration_s=10.0, position_channels=position_channels, text_position_channels=text_position_channels, clause_channels=clause_channels)
     commit_at_start = current_commit()
     work_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -535,8 +541,8 @@ def train_generator(
         else:
             mels, captions, _ = data()
             latents = encode_latents(vae, mels)
-            text = encode_captions(text_encoder, captions)
-            empty_h, empty_m = text_encoder([""])
+            text = encode_captions(text_encoder, captions, clause_channels)
+            empty_h, empty_m = text_states(text_encoder, [""], clause_channels)
             empty = (torch.zeros(TEXT_MAX_LENGTH, empty_h.shape[-1], device=dev), torch.zeros(TEXT_MAX_LENGTH, dtype=torch.bool, device=dev))
             empty[0][: empty_h.shape[1]], empty[1][: empty_h.shape[1]] = empty_h[0], empty_m[0].bool()
 
@@ -566,7 +572,7 @@ def train_generator(
         metrics=metrics,
         git_commit=commit_at_start,
         extra={
-            "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "unet_lr": unet_lr, "snr_gamma": snr_gamma, "position_channels": position_channels, "text_position_channels": text_position_channels, "text_encoder": MINILM, "init": checkpoint_version(init) if init else None, "stages": stages},
+            "training": {"n_clips": n_clips, "n_audio": n_audio, "vae_steps": vae_steps, "vocoder_steps": vocoder_steps, "unet_steps": unet_steps, "batch_size": batch_size, "unet_lr": unet_lr, "snr_gamma": snr_gamma, "position_channels": position_channels, "text_position_channels": text_position_channels, "clause_channels": clause_channels, "text_encoder": MINILM, "init": checkpoint_version(init) if init else None, "stages": stages},
             "evaluation": evaluation,
         },
     )

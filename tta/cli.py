@@ -345,15 +345,16 @@ def train_rewriter_cmd(stage: str, out: Path, init_dir: Path | None, steps: int 
 @click.option("--position-channels", type=click.IntRange(0, 2), default=0, show_default=True, help="relative time (and mel band) maps appended to the UNet input; an --init UNet without them gets zero-initialised input weights")
 @click.option("--unet-lr", type=click.FloatRange(min=0, min_open=True), default=4e-4, show_default=True, help="UNet peak learning rate (lower it to fine-tune an --init UNet)")
 @click.option("--text-position-channels", type=click.IntRange(0, 64), default=0, show_default=True, help="token-index sinusoids appended to the text states the UNet attends to (even); an --init UNet gets zero-initialised key/value weights for them")
+@click.option("--clause-channels", is_flag=True, help="the UNet also reads each token's clause encoded alone (services/clauses.py); an --init UNet without them gets zero-initialised key/value weights for them")
 @click.option("--snr-gamma", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Min-SNR-gamma loss weight of the UNet; 0 trains on plain v-MSE")
-def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int, stage: str, serve_steps: int, serve_scheduler: str, serve_vocoder: str, device: str | None, workers: int | None, checkpoint_every: int, init_dir: Path | None, position_channels: int, unet_lr: float, snr_gamma: float, text_position_channels: int) -> None:
+def train_generator_cmd(scale: str, out: Path, seed: int, n_clips: int, n_audio: int, vae_steps: int, vocoder_steps: int, unet_steps: int, batch_size: int, work_dir: Path, eval_n: int, stage: str, serve_steps: int, serve_scheduler: str, serve_vocoder: str, device: str | None, workers: int | None, checkpoint_every: int, init_dir: Path | None, position_channels: int, unet_lr: float, snr_gamma: float, text_position_channels: int, clause_channels: bool) -> None:
     """Train the mini TANGO (VAE, vocoder, UNet) on the world; resumable, writes --out with MANIFEST.json."""
     from training.train_generator import train_generator
 
     if n_audio > n_clips:
         _fail(f"--n-audio ({n_audio}) cannot exceed --n-clips ({n_clips})")
     try:
-        metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler, serve_vocoder=serve_vocoder, device=device, workers=workers, checkpoint_every=checkpoint_every, init=init_dir, position_channels=position_channels, unet_lr=unet_lr, snr_gamma=snr_gamma, text_position_channels=text_position_channels)
+        metrics = train_generator(out, scale=scale, seed=seed, n_clips=n_clips, n_audio=n_audio, vae_steps=vae_steps, vocoder_steps=vocoder_steps, unet_steps=unet_steps, batch_size=batch_size, work_dir=work_dir, eval_n=eval_n, command=_command_line(), stage=stage, serve_steps=serve_steps, serve_scheduler=serve_scheduler, serve_vocoder=serve_vocoder, device=device, workers=workers, checkpoint_every=checkpoint_every, init=init_dir, position_channels=position_channels, unet_lr=unet_lr, snr_gamma=snr_gamma, text_position_channels=text_position_channels, clause_channels=clause_channels)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     click.echo(json.dumps(metrics))
