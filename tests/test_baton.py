@@ -138,6 +138,8 @@ def test_train_baton_end_to_end_tiny_and_resumes(feedback, tmp_path):
     assert manifest["base"]["version"] == checkpoint_version(feedback / "init")
     assert manifest["baton"]["feedback_clips"] == 8 and manifest["baton"]["n_pretrain"] == 3 and manifest["baton"]["steps"] == 3
     assert [d["clips"] for d in manifest["data"]["hd"]] == [4]
+    # how the feedback was sampled travels into the MANIFEST (guided clips teach the conditional branch guided targets)
+    assert manifest["data"]["hd"][0]["sampling"] == {"generator": "tiny@test", "steps": None, "guidance_scale": None, "scheduler": None}
     # RD weights are the shipped reward model's probabilities (near 0 for a random tiny generator's noise)
     rd = manifest["data"]["rd"][0]
     assert rd["reward_model"] == checkpoint_version(shipped("reward")) and rd["clips"] == 4 and 0 <= rd["mean_reward"] < 1

@@ -226,6 +226,16 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def sampling_settings(directory: Path) -> dict:
+    """How a built dataset's clips were generated (generator version, steps, guidance, sampler; null = that
+    generator's default), from its dataset.json; {} for an imported set that does not say."""
+    meta = Path(directory) / "dataset.json"
+    if not meta.is_file():
+        return {}
+    settings = json.loads(meta.read_text())
+    return {key: settings[key] for key in ("generator", "steps", "guidance_scale", "scheduler") if key in settings}
+
+
 def load_dataset_records(directory: Path) -> list[tuple[AnnotationRecord, Path]]:
     """Records of a built dataset with their audio paths resolved against the directory."""
     from training.annotation import read_annotations

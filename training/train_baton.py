@@ -67,7 +67,7 @@ class LatentSet:
 def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: Path | None) -> tuple[list[str], list[Path], np.ndarray, dict]:
     """(prompts, audio paths, r, description) of every feedback clip: HD dirs carry labels
     (records.jsonl), RD dirs are scored by the reward model (clips.jsonl)."""
-    from training.build_dataset import load_dataset_records
+    from training.build_dataset import load_dataset_records, sampling_settings
 
     prompts: list[str] = []
     paths: list[Path] = []
@@ -78,7 +78,7 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
         prompts += [r.prompt for r, _ in pairs]
         paths += [p for _, p in pairs]
         weights += [float(r.label) for r, _ in pairs]
-        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs))})
+        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs)), "sampling": sampling_settings(d)})
     if rd_dirs:
         if reward_model_dir is None:
             raise ValueError("--reward-data needs a reward model to score its clips (--reward-model DIR)")
@@ -99,7 +99,7 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
             prompts += [row["prompt"] for row in rows]
             paths += clip_paths
             weights += r.tolist()
-            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir)})
+            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir), "sampling": sampling_settings(d)})
     return prompts, paths, np.asarray(weights, np.float32), described
 
 
