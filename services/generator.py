@@ -117,6 +117,9 @@ class GenerationOutput:
     settings: dict = field(default_factory=dict)
     # per prompt: the clauses in the order they were placed in the clip, or None (no timeline used)
     timelines: list[list[str] | None] = field(default_factory=list)
+    # float16 [prompts, candidates, C, T, F]: the denoised latents as the UNet made them (scaled), before
+    # decoding; training on a model's own samples can use these instead of re-encoding vocoded audio
+    latents: np.ndarray | None = None
 
 
 def make_scheduler(name: str, config: dict):
@@ -419,4 +422,5 @@ class TangoPipeline:
         timings["decode_s"] = time.perf_counter() - t0
         settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name, "timeline": use_timeline, "dtype": str(self.dtype).removeprefix("torch.")}
         timelines = [[s.text for s in seg] if seg else None for seg in segments]
-        return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings, timelines)
+        stored = latents.detach().to("cpu", torch.float16).numpy().reshape(len(prompts), num_candidates, *latents.shape[1:])
+        return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings, timelines, stored)

@@ -111,7 +111,9 @@ def test_a_timeline_generator_is_fine_tuned_with_its_timeline(unet_batch):
 
 @pytest.fixture(scope="module")
 def feedback(tmp_path_factory):
-    """A tiny mini-layout generator, an HD dataset it made (simulated labels) and an RD one (unlabelled)."""
+    """A tiny mini-layout generator, an HD dataset it made (simulated labels, and named as made by this init)
+    and an RD one (unlabelled, named as made by another generator)."""
+    from services.manifest import checkpoint_version
     from services.text_encoder import MINILM, TextEncoder
     from training.annotation import SimulatedAnnotator
     from training.build_dataset import BuildSettings, build_dataset, compose_prompts
@@ -121,7 +123,7 @@ def feedback(tmp_path_factory):
     pipe = tiny_pipeline(TextEncoder.from_pretrained(MINILM, 32))
     pipe.save_pretrained(root / "init")
     prompts = compose_prompts("temporal", 2, seed=0)
-    build_dataset(root / "hd", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=2, seed=0, generator="tiny@test"), SimulatedAnnotator(load_oracle(), flip_rate=0.5, seed=1), progress=False)
+    build_dataset(root / "hd", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=2, seed=0, generator=checkpoint_version(root / "init")), SimulatedAnnotator(load_oracle(), flip_rate=0.5, seed=1), progress=False)
     build_dataset(root / "rd", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=2, seed=1, generator="tiny@test", label="none"), None, progress=False)
     return root
 
@@ -138,8 +140,22 @@ def test_train_baton_end_to_end_tiny_and_resumes(feedback, tmp_path):
     assert manifest["base"]["version"] == checkpoint_version(feedback / "init")
     assert manifest["baton"]["feedback_clips"] == 8 and manifest["baton"]["n_pretrain"] == 3 and manifest["baton"]["steps"] == 3
     assert [d["clips"] for d in manifest["data"]["hd"]] == [4]
-    # how the feedback was sampled travels into the MANIFEST (guided clips teach the conditional branch guided targets)
-    assert manifest["data"]["hd"][0]["sampling"] == {"generator": "tiny@test", "steps": None, "guidance_scale": None, "scheduler": None}
+    # how the feedback was sampled travels into the MANIFEST
+    hd = manifest["data"]["hd"][0]
+    assert hd["sampling"] == {"generator": checkpoint_version(feedback / "init"), "steps": None, "guidance_scale": None, "scheduler": None}
+    # the init's own clips train on the latents it denoised (no vocoder round trip); another generator's are re-encoded
+    assert hd["targets"] == "stored latents" and manifest["data"]["rd"][0]["targets"] == "re-encoded audio"
+    from training.build_dataset import load_dataset_records, stored_latents
+
+    stored = stored_latents(feedback / "hd")
+    records = load_dataset_records(feedback / "hd")
+    assert sorted(stored) == sorted(r.audio for r, _ in records)
+    cached = torch.load(work / "latents.pt", weights_only=True)["feedback"]
+    scaling = TangoPipeline.from_pretrained(feedback / "init").vae.config.scaling_factor
+    for i, (record, _) in enumerate(records):  # HD rows come first, in records order
+        torch.testing.assert_close(cached["mean"][i].float(), stored[record.audio].float() / scaling, rtol=1e-3, atol=1e-3)
+        assert not cached["std"][i].any(), "a stored sample has no posterior spread"
+    assert cached["std"][len(records) :].float().gt(0).all(), "re-encoded clips keep the VAE posterior"
     # RD weights are the shipped reward model's probabilities (near 0 for a random tiny generator's noise)
     rd = manifest["data"]["rd"][0]
     assert rd["reward_model"] == checkpoint_version(shipped("reward")) and rd["clips"] == 4 and 0 <= rd["mean_reward"] < 1

@@ -7,7 +7,8 @@ annotator (or left for people). The dataset directory:
     dataset.json    what made it (task, K, seed, generator version and settings); a rerun must match
     prompts.jsonl   the composed prompts (prompt-file rows: prompt, events, relation)
     audio/          PPPPP_K.flac, one per clip
-    parts/          one file per chunk of prompts, written atomically: a rerun skips finished chunks
+    parts/          one file per chunk of prompts, written atomically: a rerun skips finished chunks;
+                    PPPPP.latents.safetensors holds the chunk's generated latents (keyed by audio path)
     clips.jsonl     every clip as a prompt-file row plus "audio" (what `tta annotate simulate` reads)
     records.jsonl   annotation records (absent with --label none)
     summary.json    label rates and prompts with at least one accepted clip, beside BATON's human rates
@@ -21,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from services.audio import encode_audio
@@ -163,6 +166,11 @@ def build_dataset(
                 flat_specs.append(spec)
                 flat_paths.append(rel)
                 flat_audio.append(wav)
+        if result.latents is not None:
+            flat_latents = result.latents.reshape(-1, *result.latents.shape[2:])
+            tmp = out / "parts" / f"{part:05d}.latents.tmp"
+            save_file({rel: torch.from_numpy(np.ascontiguousarray(z)) for rel, z in zip(flat_paths, flat_latents)}, str(tmp))
+            os.replace(tmp, out / "parts" / f"{part:05d}.latents.safetensors")
         if annotator is not None:
             records = annotator.annotate(np.stack(flat_audio), flat_specs, flat_paths, settings.task, start_index=start * k)
             _write_atomic(out / "parts" / f"{part:05d}.labels.jsonl", "".join(r.model_dump_json(exclude_none=True) + "\n" for r in records))
@@ -234,6 +242,15 @@ def sampling_settings(directory: Path) -> dict:
         return {}
     settings = json.loads(meta.read_text())
     return {key: settings[key] for key in ("generator", "steps", "guidance_scale", "scheduler") if key in settings}
+
+
+def stored_latents(directory: Path) -> dict[str, torch.Tensor]:
+    """The generated latents a dataset stored beside its audio, by audio path ({} for sets built before
+    latents were stored, or imported ones)."""
+    found: dict[str, torch.Tensor] = {}
+    for path in sorted((Path(directory) / "parts").glob("*.latents.safetensors")):
+        found.update(load_file(str(path)))
+    return found
 
 
 def load_dataset_records(directory: Path) -> list[tuple[AnnotationRecord, Path]]:

@@ -64,21 +64,42 @@ class LatentSet:
 
 
 # ----------------------------------------------------------------------------- data
-def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: Path | None) -> tuple[list[str], list[Path], np.ndarray, dict]:
-    """(prompts, audio paths, r, description) of every feedback clip: HD dirs carry labels
-    (records.jsonl), RD dirs are scored by the reward model (clips.jsonl)."""
+def own_latents(directory: Path, paths: list[Path], generator_version: str | None) -> list[torch.Tensor | None]:
+    """Per clip, the latent the generator itself denoised when it built the dataset, when that generator is
+    `generator_version` (the init being fine-tuned) and the set stored them; None means: re-encode the
+    audio. Stored latents skip the vocoder -> mel -> VAE round trip, so the feedback term's targets are the
+    model's own samples rather than their vocoded copies."""
+    from training.build_dataset import sampling_settings, stored_latents
+
+    if generator_version is None or sampling_settings(directory).get("generator") != generator_version:
+        return [None] * len(paths)
+    stored = stored_latents(directory)
+    return [stored.get(p.relative_to(directory).as_posix()) for p in paths]
+
+
+def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: Path | None, generator_version: str | None = None) -> tuple[list[str], list[Path], np.ndarray, dict, list[torch.Tensor | None]]:
+    """(prompts, audio paths, r, description, own latents) of every feedback clip: HD dirs carry labels
+    (records.jsonl), RD dirs are scored by the reward model (clips.jsonl); own latents as `own_latents`."""
     from training.build_dataset import load_dataset_records, sampling_settings
 
     prompts: list[str] = []
     paths: list[Path] = []
     weights: list[float] = []
+    latents: list[torch.Tensor | None] = []
     described = {"hd": [], "rd": []}
+
+    def targets(d: Path, clip_paths: list[Path]) -> str:
+        found = own_latents(d, clip_paths, generator_version)
+        latents.extend(found)
+        stored = sum(z is not None for z in found)
+        return "stored latents" if stored == len(found) else "re-encoded audio" if stored == 0 else f"stored latents for {stored} of {len(found)}"
+
     for d in hd_dirs:
         pairs = load_dataset_records(d)
         prompts += [r.prompt for r, _ in pairs]
         paths += [p for _, p in pairs]
         weights += [float(r.label) for r, _ in pairs]
-        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs)), "sampling": sampling_settings(d)})
+        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs)), "sampling": sampling_settings(d), "targets": targets(d, [p for _, p in pairs])})
     if rd_dirs:
         if reward_model_dir is None:
             raise ValueError("--reward-data needs a reward model to score its clips (--reward-model DIR)")
@@ -99,8 +120,8 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
             prompts += [row["prompt"] for row in rows]
             paths += clip_paths
             weights += r.tolist()
-            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir), "sampling": sampling_settings(d)})
-    return prompts, paths, np.asarray(weights, np.float32), described
+            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir), "sampling": sampling_settings(d), "targets": targets(d, clip_paths)})
+    return prompts, paths, np.asarray(weights, np.float32), described, latents
 
 
 def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: dict[str, list[str]] | None = None) -> tuple[list[str], list[np.ndarray]]:
@@ -228,12 +249,14 @@ def train_baton(
     device: str | None = None,
     command: str | None = None,
     eval_n: int = 0,
+    reencode_feedback: bool = False,
 ) -> dict:
     """Fine-tune `init`'s UNet (resuming from work_dir) and write the fine-tuned generator to `out`.
 
     batch_size counts the rows of each term: one step sees batch_size pretraining and batch_size
     feedback clips. eval_n > 0 evaluates the result as `tta train generator` does (eval_n held-out prompts
-    per task, N=1, and the VAE/vocoder round trip) and puts the metrics into the MANIFEST."""
+    per task, N=1, and the VAE/vocoder round trip) and puts the metrics into the MANIFEST. Feedback clips
+    that `init` generated itself train on the latents it stored (`own_latents`) unless reencode_feedback."""
     hd_dirs, rd_dirs = [Path(d) for d in hd_dirs], [Path(d) for d in rd_dirs]
     if not hd_dirs and not rd_dirs and beta == 0:
         raise ValueError("nothing to train on: give --feedback (labelled, HD) and/or --reward-data (reward-scored, RD) directories, or beta > 0 for the pretraining term alone")
@@ -259,6 +282,8 @@ def train_baton(
     data_description = {"init": checkpoint_version(init), "hd": [str(d) for d in hd_dirs], "rd": [str(d) for d in rd_dirs], "n_pretrain": n_pretrain, "pretrain_teacher_share": pretrain_teacher_share, "seed": seed, "timeline": pipe.config.default_timeline}
     if pipe.config.clause_channels:  # the cached text states carry them (older caches, without the key, stay valid)
         data_description["clause_channels"] = True
+    if not reencode_feedback:  # older caches (re-encoded feedback, without the key) stay valid for reencode_feedback
+        data_description["own_latents"] = True
     if cache.is_file() and (work_dir / "data.json").is_file() and json.loads((work_dir / "data.json").read_text())["key"] == data_description:
         saved = torch.load(cache, weights_only=True)
         pre, fb = (LatentSet(**saved[k]) for k in ("pretrain", "feedback"))
@@ -266,9 +291,16 @@ def train_baton(
     else:
         captions, audio = world_clips(n_pretrain, seed, pretrain_teacher_share)
         pre = encode_set(pipe, captions, audio, np.ones(len(captions), np.float32))
-        prompts, paths, weights, described = feedback_clips(hd_dirs, rd_dirs, reward_model_dir)
+        prompts, paths, weights, described, own = feedback_clips(hd_dirs, rd_dirs, reward_model_dir, None if reencode_feedback else checkpoint_version(init))
         if prompts:
             fb = encode_set(pipe, prompts, [read_audio(p, pipe.sample_rate) for p in tqdm(paths, desc="read feedback clips")], weights)
+            scaling = pipe.vae.config.scaling_factor
+            for i, z in enumerate(own):
+                if z is None:
+                    continue
+                if z.shape != fb.mean.shape[1:]:
+                    raise ValueError(f"{paths[i]}: its stored latent has shape {tuple(z.shape)}, the generator trains on {tuple(fb.mean.shape[1:])}")
+                fb.mean[i], fb.std[i] = (z.float() / scaling).half(), 0  # the sample itself: no posterior spread
         else:  # the pretraining term alone (an ablation): no feedback rows in any batch
             fb = LatentSet(*(t[:0] for t in (pre.mean, pre.std, pre.hidden, pre.mask, pre.weight, pre.visible)))
         torch.save({"pretrain": vars(pre), "feedback": vars(fb)}, cache)

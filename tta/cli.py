@@ -234,8 +234,9 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/baton/run"), show_default=True, help="latent cache, train state (resumes), log")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--eval-n", type=click.IntRange(0), default=0, show_default=True, help="held-out prompts per task to evaluate the result on (as `tta eval generator`; metrics go into its MANIFEST); 0 skips")
+@click.option("--reencode-feedback", is_flag=True, help="train on the feedback audio re-encoded by the VAE even where the init stored its own latents when it built the set (the ablation)")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, clause_channels: bool, clause_only_rate: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, device: str | None) -> None:
+def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, clause_channels: bool, clause_only_rate: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, reencode_feedback: bool, device: str | None) -> None:
     """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only).
     With no feedback directories it trains the pretraining term alone (an ablation row)."""
     from services.checkpoints import shipped
@@ -263,6 +264,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
             device=device,
             command=_command_line(),
             eval_n=eval_n,
+            reencode_feedback=reencode_feedback,
         )
     except (ValueError, DatasetError, FileNotFoundError) as exc:
         _fail(str(exc))
