@@ -77,6 +77,12 @@ def own_latents(directory: Path, paths: list[Path], generator_version: str | Non
     return [stored.get(p.relative_to(directory).as_posix()) for p in paths]
 
 
+def targets_described(found: list[torch.Tensor | None]) -> str:
+    """What one feedback set trains on, for its MANIFEST entry."""
+    stored = sum(z is not None for z in found)
+    return "stored latents" if stored == len(found) else "re-encoded audio" if stored == 0 else f"stored latents for {stored} of {len(found)}"
+
+
 def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: Path | None, generator_version: str | None = None) -> tuple[list[str], list[Path], np.ndarray, dict, list[torch.Tensor | None]]:
     """(prompts, audio paths, r, description, own latents) of every feedback clip: HD dirs carry labels
     (records.jsonl), RD dirs are scored by the reward model (clips.jsonl); own latents as `own_latents`."""
@@ -87,19 +93,14 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
     weights: list[float] = []
     latents: list[torch.Tensor | None] = []
     described = {"hd": [], "rd": []}
-
-    def targets(d: Path, clip_paths: list[Path]) -> str:
-        found = own_latents(d, clip_paths, generator_version)
-        latents.extend(found)
-        stored = sum(z is not None for z in found)
-        return "stored latents" if stored == len(found) else "re-encoded audio" if stored == 0 else f"stored latents for {stored} of {len(found)}"
-
     for d in hd_dirs:
         pairs = load_dataset_records(d)
+        found = own_latents(d, [p for _, p in pairs], generator_version)
         prompts += [r.prompt for r, _ in pairs]
         paths += [p for _, p in pairs]
         weights += [float(r.label) for r, _ in pairs]
-        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs)), "sampling": sampling_settings(d), "targets": targets(d, [p for _, p in pairs])})
+        latents += found
+        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs)), "sampling": sampling_settings(d), "targets": targets_described(found)})
     if rd_dirs:
         if reward_model_dir is None:
             raise ValueError("--reward-data needs a reward model to score its clips (--reward-model DIR)")
@@ -117,10 +118,12 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
                 audio = np.stack([read_audio(p, model.clap.sample_rate) for p in clip_paths[s : s + 64]])
                 rewards.append(model.score_pairs([r["prompt"] for r in chunk], audio, model.clap.sample_rate))
             r = np.concatenate(rewards)
+            found = own_latents(d, clip_paths, generator_version)
             prompts += [row["prompt"] for row in rows]
             paths += clip_paths
             weights += r.tolist()
-            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir), "sampling": sampling_settings(d), "targets": targets(d, clip_paths)})
+            latents += found
+            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir), "sampling": sampling_settings(d), "targets": targets_described(found)})
     return prompts, paths, np.asarray(weights, np.float32), described, latents
 
 
