@@ -211,7 +211,7 @@ def test_the_pretraining_term_alone_trains_and_is_its_own_row(feedback, tmp_path
 def test_clause_only_rows_teach_the_clause_channels(feedback, tmp_path):
     """On a generator widened for clause channels (zero weights on them), pretraining rows whose token states
     are hidden train the new key/value columns."""
-    from services.manifest import verify_manifest
+    from services.manifest import checkpoint_version, verify_manifest
     from training.train_baton import train_baton
 
     width = TangoPipeline.from_pretrained(feedback / "init").text_encoder.hidden_size
@@ -219,7 +219,14 @@ def test_clause_only_rows_teach_the_clause_channels(feedback, tmp_path):
     tuned = TangoPipeline.from_pretrained(tmp_path / "tuned")
     new_columns = [p[:, width:] for n, p in tuned.unet.named_parameters() if n.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]
     assert len(new_columns) > 1 and all(c.shape[1] == width and c.abs().sum() > 0 for c in new_columns), "the clause channels' weights moved off zero"
-    assert tuned.config.clause_channels and verify_manifest(tmp_path / "tuned")["baton"]["widened_for_clause_channels"]
+    first = verify_manifest(tmp_path / "tuned")
+    assert tuned.config.clause_channels and first["baton"]["widened_for_clause_channels"] and "init" not in first
+    # a fine-tune of that fine-tune names the same base, the fine-tune it started from, and the widening done before it
+    train_baton(tmp_path / "tuned", tmp_path / "again", beta=1.0, clause_only_rate=1.0, batch_size=2, n_pretrain=3, steps=1, work_dir=tmp_path / "w2", lr=1e-3, device="cpu", command="test again")
+    again = verify_manifest(tmp_path / "again")
+    assert again["base"] == first["base"] and again["base"]["version"] == checkpoint_version(feedback / "init")
+    assert again["init"]["version"] == checkpoint_version(tmp_path / "tuned") and again["init"]["command"] == "test"
+    assert again["baton"]["widened_for_clause_channels"] and again["baton"]["clause_channels"]
 
 
 def test_teacher_worded_pretraining_clips_keep_their_sounds():

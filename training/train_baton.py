@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from services.audio import MelSpectrogram, read_audio
 from services.generator import TangoPipeline, with_position_channels, with_token_positions
-from services.manifest import checkpoint_version, current_commit, write_manifest
+from services.manifest import MANIFEST, checkpoint_version, current_commit, write_manifest
 from services.timeline import TimelineMask, parse_timeline
 from training.train_generator import Stage, min_snr_weight, pick_device, show, with_clause_channels
 
@@ -232,6 +232,19 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def lineage(init: Path, commit: str | None) -> dict:
+    """Where a fine-tune comes from, for its MANIFEST. "base" is the generator the chain of fine-tunes started
+    at: a fine-tune of a BATON fine-tune names its init's base, so a served generator always names the shipped
+    base it descends from. "init" is the fine-tune it started from, when that is not the base: its version,
+    command and the repository commit holding it (a served init is replaced by its successor in the tree)."""
+    here = {"dir": _shown(init), "version": checkpoint_version(init)}
+    path = Path(init) / MANIFEST
+    parent = json.loads(path.read_text()) if path.is_file() else {}
+    if "baton" not in parent or "base" not in parent:
+        return {"base": here}
+    return {"base": parent["base"], "init": {**here, "command": parent.get("command"), "in_repository_at": commit, **({"init": parent["init"]} if "init" in parent else {})}}
+
+
 def train_baton(
     init: Path,
     out: Path,
@@ -351,7 +364,10 @@ def train_baton(
             stage.save_state()
     bar.close()
 
-    # output: the init generator with the fine-tuned UNet
+    # output: the init generator with the fine-tuned UNet; what it descends from is named before `out` is
+    # written, since out may replace init (shipping a successor of the served generator)
+    origin = lineage(init, commit_at_start)
+    widened_from_base = widened or ("init" in origin and json.loads((Path(init) / MANIFEST).read_text())["baton"].get("widened_for_clause_channels", False))
     pipe.unet = unet.eval().requires_grad_(False)
     pipe.save_pretrained(out)
     metrics, evaluation = {}, None
@@ -368,8 +384,8 @@ def train_baton(
         metrics=metrics,
         git_commit=commit_at_start,
         extra={
-            "base": {"dir": _shown(init), "version": checkpoint_version(init)},
-            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "pretrain_teacher_share": pretrain_teacher_share, "clause_only_rate": clause_only_rate, "clause_channels": pipe.config.clause_channels, "widened_for_clause_channels": widened, "n_pretrain": len(pre), "feedback_clips": len(fb)},
+            **origin,
+            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "pretrain_teacher_share": pretrain_teacher_share, "clause_only_rate": clause_only_rate, "clause_channels": pipe.config.clause_channels, "widened_for_clause_channels": widened_from_base, "n_pretrain": len(pre), "feedback_clips": len(fb)},
             "data": described,
             "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,
             "evaluation": evaluation,
