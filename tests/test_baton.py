@@ -333,6 +333,18 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     assert [line.split("|")[1].strip() for line in by_wording.strip().splitlines()[4:]] == ["base", "hd", "rd"]
     assert "best-of-4 by CLAP" in lines[-1] and table["hd.temporal.best_of_4_clap"] == table["base.temporal.best_of_4_clap"]
     assert "(+0.0)" in lines[3] and (out / "training.png").stat().st_size > 0
+    # tta eval paired: the same generator differs by nothing; another row by its table delta, pooled over samples
+    def paired(*args: str) -> dict:
+        result = CliRunner().invoke(main, ["eval", "paired", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])
+
+    assert all(r["delta"] == 0 and r["se"] == 0 and r["prompts"] == 2 for r in paired("--a", str(work / "hd"), "--b", str(work / "base")).values())
+    twice = paired("--a", str(work / "rd"), "--b", str(work / "base"), "--a", str(work / "rd"), "--b", str(work / "base"))
+    for task in ("integrity", "temporal"):
+        assert twice[task]["delta"] == pytest.approx(table[f"rd.{task}.n1"] - table[f"base.{task}.n1"]) and twice[task]["prompts"] == 4
+    uneven = CliRunner().invoke(main, ["eval", "paired", "--a", str(work / "rd"), "--a", str(work / "hd"), "--b", str(work / "base")])
+    assert uneven.exit_code != 0 and "one --b per --a" in uneven.output
     # --seed: another sample of the held-out split, cached beside the first
     other = CliRunner().invoke(main, ["eval", "baton", "--model", f"base={feedback / 'init'}", "--n", "2", "--seed", "3", "--work-dir", str(work), "--device", "cpu"])
     assert other.exit_code == 0, other.output
@@ -342,6 +354,8 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     for task in ("integrity", "temporal"):
         assert load_prompt_file(work / "base" / f"{task}-n2-k4-seed3" / "prompts.jsonl") == heldout_task_prompts(task, 2, 3)
         assert heldout_task_prompts(task, 2, 3) != heldout_task_prompts(task, 2)
+    unpaired = CliRunner().invoke(main, ["eval", "paired", "--a", str(work / "hd"), "--b", str(work / "base")])  # base now holds seed 3 too
+    assert unpaired.exit_code != 0 and "must hold the same candidate sets" in unpaired.output
     bad = CliRunner().invoke(main, ["eval", "baton", "--model", f"best={tuned}"])
     assert bad.exit_code != 0 and "NAME one of base, pretrain, hd, rd, hd+rd" in bad.output
 

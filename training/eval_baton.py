@@ -24,7 +24,7 @@ from services.generator import TangoPipeline
 from services.manifest import MANIFEST
 from services.reward import RewardModel
 from training.eval_generator import EVAL_SEED, uses_novel_words
-from training.eval_rerank import CandidateScores, build_candidates, heldout_task_specs, score_candidates
+from training.eval_rerank import CandidateScores, build_candidates, candidate_records, heldout_task_specs, score_candidates
 from training.stats import standard_error
 from training.world.oracle import SoundEventDetector
 
@@ -109,6 +109,30 @@ def add_paired_deltas(rows: dict[str, dict[str, float]], per_prompt: dict[str, d
         if name != "base":
             for task, values in tasks.items():
                 rows[name][f"{task}.n1_delta_se"] = standard_error(values - per_prompt["base"][task])
+
+
+def paired_difference(pairs: list[tuple[Path, Path]]) -> dict[str, dict]:
+    """Row A minus row B in N=1 oracle accuracy, per task, over one or more samples of the held-out split.
+
+    Each pair is two row directories of `tta eval baton` (its --work-dir/NAME) made with the same --n and
+    --seed: the same prompts, the same generation seeds. Prompt difficulty cancels out of each per-prompt
+    difference, so pooling the differences of every sample gives a far smaller standard error than the
+    two rows' own errors would. Per task: `delta` and `se` over all prompts, `per_sample` (one per pair)
+    and `prompts`."""
+    if not pairs:
+        raise ValueError("no pairs of row directories to compare")
+    diffs: dict[str, list[np.ndarray]] = {}
+    for a, b in pairs:
+        tasks_a = {d.name: d for d in Path(a).iterdir() if (d / "records.jsonl").is_file()} if Path(a).is_dir() else {}
+        tasks_b = {d.name: d for d in Path(b).iterdir() if (d / "records.jsonl").is_file()} if Path(b).is_dir() else {}
+        if not tasks_a or tasks_a.keys() != tasks_b.keys():
+            raise ValueError(f"{a} and {b} must hold the same candidate sets (rows of one `tta eval baton --n N --seed S`); they hold {sorted(tasks_a) or 'none'} and {sorted(tasks_b) or 'none'}")
+        for name in sorted(tasks_a):
+            (records_a, labels_a), (records_b, labels_b) = candidate_records(tasks_a[name]), candidate_records(tasks_b[name])
+            if [r.prompt for r in records_a] != [r.prompt for r in records_b] or labels_a.shape != labels_b.shape:
+                raise ValueError(f"{tasks_a[name]} and {tasks_b[name]}: different prompts or candidate counts, so not a paired comparison")
+            diffs.setdefault(records_a[0].task, []).append(labels_a.mean(1) - labels_b.mean(1))
+    return {task: {"delta": float(np.concatenate(d).mean()), "se": standard_error(np.concatenate(d)), "per_sample": [float(x.mean()) for x in d], "prompts": int(sum(len(x) for x in d))} for task, d in diffs.items()}
 
 
 def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from services.generator import TangoPipeline
 from services.manifest import checkpoint_version
 from services.reward import ClapReranker, RewardModel
 from services.timeline import parse_timeline
-from training.annotation import SimulatedAnnotator, Task, read_annotations
+from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of
 from training.train_reward import within_prompt_auc
@@ -116,13 +116,21 @@ def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:
     return picks
 
 
-def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbedder, timeline: bool = False) -> CandidateScores:
-    """Read a candidate dataset back and score every clip with CLAP and the reward model; with `timeline`
-    (the candidates were generated with timelines) also by clause and stretch (`timeline_scores`)."""
+def candidate_records(directory: Path) -> tuple[list[AnnotationRecord], np.ndarray]:
+    """A candidate dataset's records (generation order, K per prompt) and their noise-free oracle labels [P, K]."""
     records = read_annotations(directory / "records.jsonl")
     k = json.loads((directory / "dataset.json").read_text())["clips_per_prompt"]
     if len(records) % k:
         raise ValueError(f"{directory}: {len(records)} records are not a multiple of {k} candidates per prompt")
+    labels = np.array([r.provenance.oracle_label if r.provenance.oracle_label is not None else r.label for r in records])
+    return records, labels.reshape(len(records) // k, k)
+
+
+def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbedder, timeline: bool = False) -> CandidateScores:
+    """Read a candidate dataset back and score every clip with CLAP and the reward model; with `timeline`
+    (the candidates were generated with timelines) also by clause and stretch (`timeline_scores`)."""
+    records, labels = candidate_records(directory)
+    k = labels.shape[1]
     audio = np.stack([read_audio(directory / r.audio, clap.sample_rate) for r in records])
     prompts = [r.prompt for r in records]
     clap_audio = clap.embed_audio(audio, clap.sample_rate)
@@ -134,9 +142,8 @@ def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbed
         reward = reward_model.reward_from_embeddings(clap_audio, clap_text)
     else:
         reward = reward_model.score_pairs(prompts, audio, clap.sample_rate)
-    labels = np.array([r.provenance.oracle_label if r.provenance.oracle_label is not None else r.label for r in records])
-    shape = (len(records) // k, k)
-    scores = CandidateScores(labels.reshape(shape), cosine.reshape(shape), np.asarray(reward).reshape(shape))
+    shape = labels.shape
+    scores = CandidateScores(labels, cosine.reshape(shape), np.asarray(reward).reshape(shape))
     if timeline:
         for name, scorer, whole in (("clap_timeline", ClapReranker(clap), scores.clap), ("reward_timeline", reward_model, scores.reward)):
             rows = []

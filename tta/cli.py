@@ -642,6 +642,27 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
         click.echo(json.dumps({k: round(v, 4) for k, v in table.items()}))
 
 
+@eval_.command("paired")
+@click.option("--a", "rows_a", multiple=True, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="a row directory of `tta eval baton` (its --work-dir/NAME, e.g. runs/baton-eval/hd_rd); repeat once per sample")
+@click.option("--b", "rows_b", multiple=True, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="the row to subtract, from the same --n and --seed as the --a in the same place")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on the last line")
+def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json: bool) -> None:
+    """Row A minus row B at N=1, per task, pooled over samples: per-prompt differences, so prompt difficulty cancels."""
+    from training.eval_baton import paired_difference
+
+    if len(rows_a) != len(rows_b):
+        _fail(f"give one --b per --a: got {len(rows_a)} --a and {len(rows_b)} --b")
+    try:
+        result = paired_difference(list(zip(rows_a, rows_b)))
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo("| task | A - B, per sample | pooled | prompts |\n|---|---|---|---|")
+    for task, r in result.items():
+        click.echo(f"| {task} | {' / '.join(f'{100 * x:+.1f}' for x in r['per_sample'])} | {100 * r['delta']:+.1f} ±{100 * r['se']:.1f} | {r['prompts']} |")
+    if as_json:
+        click.echo(json.dumps(result))
+
+
 def _named_dir(option: str, spec: str, names: tuple[str, ...] | None = None) -> tuple[str, Path]:
     """NAME=DIR of a row option, checked: NAME (one of `names` when given) and an existing directory."""
     name, sep, directory = spec.partition("=")
