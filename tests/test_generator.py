@@ -290,6 +290,9 @@ def test_served_generator_is_a_baton_fine_tune_of_the_shipped_base():
     assert manifest["base"]["version"].split("@")[1] == checkpoint_version(base).split("@")[1]
     assert {"single.presence", "integrity.accuracy", "temporal.accuracy"} <= set(manifest["metrics"])
     assert set(base_manifest["files"]) <= set(manifest["files"])
+    if "init" in manifest:  # a fine-tune of an earlier fine-tune: that one is named, and where the repository held it
+        assert manifest["init"]["version"] != checkpoint_version(served) and manifest["init"]["command"].startswith("tta train baton")
+        assert len(manifest["init"]["in_repository_at"]) == 40
     widened = manifest["baton"].get("widened_for_clause_channels", False)
     text_width = TangoPipeline.from_pretrained(base).text_encoder.hidden_size
 
