@@ -98,6 +98,18 @@ def test_a_timeline_generator_is_fine_tuned_with_its_timeline(unet_batch):
     assert s.padded(s.hidden.shape[1] + 3).visible[:, -3:].all(), "padding tokens stay visible (the key mask hides them)"
     plain = encode_set(tiny_pipeline(TextEncoder.from_pretrained(MINILM, 32)), texts, [np.zeros(100, np.float32)] * 2, np.ones(2, np.float32))
     assert plain.visible.all(), "a generator without timelines trains without them"
+    # a clip with its own stored latent needs no waveform: its mean is the latent unscaled, with no spread;
+    # the audio rows of the same batch are encoded as before
+    z = torch.randn(s.mean.shape[1:])
+    mixed = encode_set(timeline_pipe, texts, [None, np.zeros(100, np.float32)], np.ones(2, np.float32), latents=[z, None])
+    torch.testing.assert_close(mixed.mean[0].float(), (z / timeline_pipe.vae.config.scaling_factor).half().float())
+    assert not mixed.std[0].any()
+    torch.testing.assert_close(mixed.mean[1], s.mean[1], rtol=1e-2, atol=1e-3)  # encoded alone rather than in a batch of two
+    torch.testing.assert_close(mixed.std[1], s.std[1], rtol=1e-2, atol=1e-3)
+    with pytest.raises(ValueError, match=r"a\.flac: its stored latent has shape"):
+        encode_set(timeline_pipe, texts, [None, None], np.ones(2, np.float32), latents=[z[:, :-1], z], names=["a.flac", "b.flac"])
+    with pytest.raises(ValueError, match="clip 1: neither a waveform nor a stored latent"):
+        encode_set(timeline_pipe, texts, [None, None], np.ones(2, np.float32), latents=[z, None])
 
     unet, sched, z, hidden, mask, pre = unet_batch
     unet.set_attn_processor(TimelineAttnProcessor())

@@ -152,23 +152,44 @@ def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: di
 
 
 @torch.no_grad()
-def encode_set(pipe: TangoPipeline, texts: list[str], waveforms: list[np.ndarray], weights: np.ndarray, batch: int = 32) -> LatentSet:
+def encode_set(pipe: TangoPipeline, texts: list[str], waveforms: list[np.ndarray | None], weights: np.ndarray, batch: int = 32, latents: list[torch.Tensor | None] | None = None, names: list[str] | None = None) -> LatentSet:
     """Waveforms -> the pipeline's log-mel -> VAE posteriors; texts -> frozen text states. Every clip
     is cropped or padded with silence to the generator's default duration (what it generates), so
     pretraining and feedback latents share one shape. With the generator's `default_timeline` on, each
-    text's token visibility over latent time is what generation would use for it."""
+    text's token visibility over latent time is what generation would use for it.
+
+    `latents[i]`, when given, is clip i's own latent as the generator stored it (scaled): clip i then trains on
+    it with no posterior spread, and its waveform (None) is neither read nor encoded. Errors name clip i by
+    `names[i]` (its file) when given."""
     mel = MelSpectrogram(pipe.mel).to(pipe.device)
     frames = pipe.num_frames(pipe.config.default_duration_s)
     samples = frames * pipe.mel.hop_length
     latent_frames = frames // pipe.vae_scale
+    shape = (pipe.vae.config.latent_channels, latent_frames, pipe.mel.n_mels // pipe.vae_scale)
+    scaling = pipe.vae.config.scaling_factor
+    latents = latents if latents is not None else [None] * len(texts)
+    for i, z in enumerate(latents):
+        name = names[i] if names else f"clip {i}"
+        if z is not None and tuple(z.shape) != shape:
+            raise ValueError(f"{name}: its stored latent has shape {tuple(z.shape)}, the generator trains on {shape}")
+        if z is None and waveforms[i] is None:
+            raise ValueError(f"{name}: neither a waveform nor a stored latent")
     means, stds, hiddens, masks, visibles = [], [], [], [], []
     vae_dtype = next(pipe.vae.parameters()).dtype
     for i in tqdm(range(0, len(texts), batch), desc="encode clips"):
-        wav = torch.from_numpy(np.stack([np.pad(w[:samples], (0, max(0, samples - len(w)))) for w in waveforms[i : i + batch]])).to(pipe.device)
-        logmel = mel.log_magnitude(wav)[..., :frames].transpose(1, 2)  # [B, frames, mels], as the VAE was trained
-        post = pipe.vae.encode(logmel[:, None].to(vae_dtype)).latent_dist
-        means.append(post.mean.half().cpu())
-        stds.append(post.std.half().cpu())
+        rows = range(i, min(i + batch, len(texts)))
+        mean, std = torch.zeros(len(rows), *shape, dtype=torch.half), torch.zeros(len(rows), *shape, dtype=torch.half)
+        audio_rows = [j for j in rows if latents[j] is None]
+        if audio_rows:
+            wav = torch.from_numpy(np.stack([np.pad(waveforms[j][:samples], (0, max(0, samples - len(waveforms[j])))) for j in audio_rows])).to(pipe.device)
+            logmel = mel.log_magnitude(wav)[..., :frames].transpose(1, 2)  # [B, frames, mels], as the VAE was trained
+            post = pipe.vae.encode(logmel[:, None].to(vae_dtype)).latent_dist
+            mean[[j - i for j in audio_rows]], std[[j - i for j in audio_rows]] = post.mean.half().cpu(), post.std.half().cpu()
+        for j in rows:
+            if latents[j] is not None:  # the sample itself: no posterior spread
+                mean[j - i] = (latents[j].float() / scaling).half()
+        means.append(mean)
+        stds.append(std)
         chunk = texts[i : i + batch]
         h, m = pipe.encode_text(chunk)
         hiddens.append(h.half().cpu())
@@ -309,14 +330,8 @@ def train_baton(
         pre = encode_set(pipe, captions, audio, np.ones(len(captions), np.float32))
         prompts, paths, weights, described, own = feedback_clips(hd_dirs, rd_dirs, reward_model_dir, None if reencode_feedback else checkpoint_version(init))
         if prompts:
-            fb = encode_set(pipe, prompts, [read_audio(p, pipe.sample_rate) for p in tqdm(paths, desc="read feedback clips")], weights)
-            scaling = pipe.vae.config.scaling_factor
-            for i, z in enumerate(own):
-                if z is None:
-                    continue
-                if z.shape != fb.mean.shape[1:]:
-                    raise ValueError(f"{paths[i]}: its stored latent has shape {tuple(z.shape)}, the generator trains on {tuple(fb.mean.shape[1:])}")
-                fb.mean[i], fb.std[i] = (z.float() / scaling).half(), 0  # the sample itself: no posterior spread
+            waveforms = [None if z is not None else read_audio(p, pipe.sample_rate) for p, z in zip(tqdm(paths, desc="read feedback clips"), own)]
+            fb = encode_set(pipe, prompts, waveforms, weights, latents=own, names=[str(p) for p in paths])
         else:  # the pretraining term alone (an ablation): no feedback rows in any batch
             fb = LatentSet(*(t[:0] for t in (pre.mean, pre.std, pre.hidden, pre.mask, pre.weight, pre.visible)))
         torch.save({"pretrain": vars(pre), "feedback": vars(fb)}, cache)
