@@ -117,8 +117,9 @@ class GenerationOutput:
     settings: dict = field(default_factory=dict)
     # per prompt: the clauses in the order they were placed in the clip, or None (no timeline used)
     timelines: list[list[str] | None] = field(default_factory=list)
-    # float16 [prompts, candidates, C, T, F]: the denoised latents as the UNet made them (scaled), before
-    # decoding; training on a model's own samples can use these instead of re-encoding vocoded audio
+    # float16 [prompts, candidates, C, T, F] when asked for (return_latents): the denoised latents as the UNet
+    # made them (scaled), before decoding; training on a model's own samples uses these instead of re-encoding
+    # vocoded audio
     latents: np.ndarray | None = None
 
 
@@ -345,11 +346,14 @@ class TangoPipeline:
         deadline: float | None = None,
         vocoder: str | None = None,
         timeline: bool | None = None,
+        return_latents: bool = False,
     ) -> GenerationOutput:
         """Waveforms [prompts, N, samples]; `deadline` (a time.time() value) stops the work between two
         denoising steps with GenerationTimeout, so nobody computes audio no one waits for any more.
         `timeline` (default: the config's) places the clauses of prompts that state a sequence in
-        successive stretches of the clip (services.timeline); other prompts are unaffected."""
+        successive stretches of the clip (services.timeline); other prompts are unaffected.
+        `return_latents` also copies the denoised latents to the host (`GenerationOutput.latents`), for
+        training on the model's own samples; serving has no use for them."""
         cfg = self.config
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         steps = steps or cfg.default_steps
@@ -422,5 +426,5 @@ class TangoPipeline:
         timings["decode_s"] = time.perf_counter() - t0
         settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name, "timeline": use_timeline, "dtype": str(self.dtype).removeprefix("torch.")}
         timelines = [[s.text for s in seg] if seg else None for seg in segments]
-        stored = latents.detach().to("cpu", torch.float16).numpy().reshape(len(prompts), num_candidates, *latents.shape[1:])
+        stored = latents.detach().to("cpu", torch.float16).numpy().reshape(len(prompts), num_candidates, *latents.shape[1:]) if return_latents else None
         return GenerationOutput(np.ascontiguousarray(wav, dtype=np.float32), seeds, self.sample_rate, timings, settings, timelines, stored)

@@ -93,6 +93,16 @@ def test_same_seed_same_audio_and_candidates_do_not_depend_on_the_batch(pipe):
     assert rel_diff(other[0, 0], a[0, 0]) > 1e-2
 
 
+def test_latents_come_back_only_when_asked_for(pipe):
+    """Serving drops the denoised latents, so they are copied to the host only for training (return_latents):
+    float16, one per candidate, and the waveforms are the same either way."""
+    plain = pipe.generate(["a dog barks", "rain falls"], num_candidates=2, steps=2, seed=5)
+    kept = pipe.generate(["a dog barks", "rain falls"], num_candidates=2, steps=2, seed=5, return_latents=True)
+    assert plain.latents is None
+    assert kept.latents.dtype == np.float16 and kept.latents.shape[:3] == (2, 2, pipe.vae.config.latent_channels)
+    np.testing.assert_array_equal(plain.waveforms, kept.waveforms)
+
+
 def test_guidance_runs_both_branches_of_all_candidates_in_one_unet_batch(pipe):
     batches = []
     hook = pipe.unet.register_forward_hook(lambda m, args, kwargs_out=None: batches.append(args[0].shape[0]))

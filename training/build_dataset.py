@@ -156,7 +156,7 @@ def build_dataset(
         part = start // prompts_per_chunk
         chunk = prompts[start : start + prompts_per_chunk]
         seeds = [settings.seed * 10_000_000 + (start + i) * 1000 for i in range(len(chunk))]
-        result = pipe.generate([p.prompt for p in chunk], num_candidates=k, steps=settings.steps, guidance_scale=settings.guidance_scale, scheduler=settings.scheduler, seed=seeds)
+        result = pipe.generate([p.prompt for p in chunk], num_candidates=k, steps=settings.steps, guidance_scale=settings.guidance_scale, scheduler=settings.scheduler, seed=seeds, return_latents=True)
         clip_rows, flat_specs, flat_paths, flat_audio = [], [], [], []
         for i, (spec, wavs) in enumerate(zip(chunk, result.waveforms)):
             for j, wav in enumerate(wavs):
