@@ -129,20 +129,20 @@ class Generator:
 class Reranker:
     """Reranker replica (BATON reward model, or CLAP cosine): scores the candidates of one prompt at a time (never across prompts)."""
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx", torch_threads: int | None = None, kind: str = "reward") -> None:
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx", torch_threads: int | None = None, kind: str = "reward", by_stretch: bool = False) -> None:
         from services.manifest import checkpoint_version
         from services.reward import load_reranker
 
         use_cores(torch_threads)
-        self.model, directory = load_reranker(kind, checkpoint, device or "cpu", backend=backend)
+        self.model, directory = load_reranker(kind, checkpoint, device or "cpu", backend=backend, by_stretch=by_stretch)
         self.version = checkpoint_version(directory)
 
     def info(self) -> dict[str, Any]:
         onnx = getattr(self.model, "onnx_head", None)
         return {"version": self.version, "backend": self.model.backend, "providers": onnx.providers if onnx else None, "clap_sample_rate": self.model.clap.sample_rate}
 
-    async def score(self, prompt: str, waveforms, sample_rate: int) -> list[float]:
-        return (await asyncio.to_thread(self.model.score, prompt, waveforms, sample_rate)).tolist()
+    async def score(self, prompt: str, waveforms, sample_rate: int, timeline: list[str] | None = None) -> list[float]:
+        return (await asyncio.to_thread(self.model.score, prompt, waveforms, sample_rate, timeline)).tolist()
 
 
 @serve.deployment(max_ongoing_requests=32, max_queued_requests=64, ray_actor_options={"num_cpus": 0, "num_gpus": 0})
@@ -271,7 +271,7 @@ class Ingress:
         audio: GeneratedAudio = await self.generator.generate.remote(call)
         t1 = time.perf_counter()
         # the reward judges the user's prompt, on this prompt's candidates only
-        rewards = await self.reranker.score.remote(prompt, audio.waveforms, audio.sample_rate) if self.reranker is not None else None
+        rewards = await self.reranker.score.remote(prompt, audio.waveforms, audio.sample_rate, audio.timeline) if self.reranker is not None else None
         candidates = order_by_reward(audio, rewards)
         t2 = time.perf_counter()
 
@@ -360,6 +360,7 @@ BUILD_ARGS = {
     "reward_checkpoint": "the reranker's directory: a reward model, or a CLAP with reranker clap (default: the shipped one)",
     "reranker_backend": "onnx | torch for the reward head (default onnx)",
     "reranker": "reward | clap | none (clap: CLAP cosine picks; none: candidates in generation order, without rewards)",
+    "rerank_by_stretch": "true: the reranker also judges each clause of a timeline on its own stretch of the clip (default false)",
     "rewriter": "model | none (none: prompts go to the generator as sent)",
     "rewriter_checkpoint": "rewriter directory, any local FLAN-T5-class model (default: the shipped mini rewriter)",
     "request_timeout_s": "the longest a generation may take before 504 (default 120); requests may ask for less with timeout_s",
@@ -398,6 +399,7 @@ def build_app(args: dict[str, Any] | None = None):
             checkpoint=args.get("reward_checkpoint"),
             device=args.get("device"),
             backend=args.get("reranker_backend", "onnx"),
+            by_stretch=_flag(args.get("rerank_by_stretch", False)),
             torch_threads=int(args["torch_threads"]) if args.get("torch_threads") else None,
         )
     rewriter_kind = str(args.get("rewriter", "model")).lower()

@@ -30,8 +30,9 @@ class Rewriter(Protocol):
 class Reranker(Protocol):
     version: str
 
-    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Rewards of the candidates of one prompt ([N, samples] -> [N]); never across prompts."""
+    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int, timeline: list[str] | None = None) -> np.ndarray:
+        """Rewards of the candidates of one prompt ([N, samples] -> [N]); never across prompts. `timeline`: the
+        clauses the generator placed in successive stretches, when it used a timeline."""
         ...
 
 
@@ -133,7 +134,7 @@ class Candidate:
 
 def rank_candidates(prompt: str, audio: GeneratedAudio, reranker: Reranker | None) -> list[Candidate]:
     """The candidates of one prompt, best first by reward; generation order when there is no reranker."""
-    return order_by_reward(audio, reranker.score(prompt, audio.waveforms, audio.sample_rate) if reranker is not None else None)
+    return order_by_reward(audio, reranker.score(prompt, audio.waveforms, audio.sample_rate, timeline=audio.timeline) if reranker is not None else None)
 
 
 def order_by_reward(audio: GeneratedAudio, rewards: np.ndarray | list[float] | None) -> list[Candidate]:

@@ -150,8 +150,9 @@ class RewardModel:
             raise ValueError(f"got {len(texts)} texts for {len(waveforms)} clips")
         return self.reward_from_embeddings(self.clap.embed_audio(waveforms, sample_rate), self.clap.embed_text(list(texts)))
 
-    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Rewards of the candidates [N, samples] of one prompt (the `services.pipeline.Reranker` protocol)."""
+    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int, timeline: list[str] | None = None) -> np.ndarray:
+        """Rewards of the candidates [N, samples] of one prompt (the `services.pipeline.Reranker` protocol); the
+        whole clip is judged, whatever `timeline` says (`ByStretch` reads it)."""
         audio = self.clap.embed_audio(waveforms, sample_rate)
         text = np.repeat(self.clap.embed_text([prompt]), len(audio), axis=0)
         return self.reward_from_embeddings(audio, text)
@@ -168,21 +169,65 @@ class ClapReranker:
     def score_pairs(self, texts: list[str], waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
         return self.clap.score(list(texts), waveforms, sample_rate)
 
-    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
+    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int, timeline: list[str] | None = None) -> np.ndarray:
         return self.score_pairs([prompt] * len(waveforms), waveforms, sample_rate)
+
+
+def stretch_only(waveforms: np.ndarray, part: int, parts: int) -> np.ndarray:
+    """Copies of [N, samples] that keep only the part-th of `parts` equal stretches (the rest silent):
+    the stretch a generation timeline gave its part-th clause (services.timeline.token_time_mask)."""
+    length = waveforms.shape[-1]
+    out = np.zeros_like(waveforms)
+    a, b = part * length // parts, (part + 1) * length // parts
+    out[..., a:b] = waveforms[..., a:b]
+    return out
+
+
+def judged_by_stretch(score_pairs, prompt: str, waveforms: np.ndarray, sample_rate: int, clauses: list[str] | None, whole: np.ndarray | None = None) -> np.ndarray:
+    """Scores [N] of one prompt's candidates. When the generator placed `clauses` (two or more) in successive
+    equal stretches of the clip (a timeline), each clause is also judged on its own stretch alone, and a
+    candidate scores the mean of its whole-clip score and its worst clause: a clip must hold the prompt as a
+    whole (nothing unprompted) and every clause where it belongs. Otherwise the whole-clip score.
+    `score_pairs(texts, waveforms, sample_rate)` scores texts[i] with waveforms[i]; `whole`, when given, holds
+    the whole-clip scores already computed."""
+    n = len(waveforms)
+    whole = np.asarray(score_pairs([prompt] * n, waveforms, sample_rate) if whole is None else whole, dtype=np.float32)
+    if not clauses or len(clauses) < 2:
+        return whole
+    per_clause = [np.asarray(score_pairs([c] * n, stretch_only(waveforms, i, len(clauses)), sample_rate), dtype=np.float32) for i, c in enumerate(clauses)]
+    return (whole + np.min(per_clause, axis=0)) / 2
+
+
+class ByStretch:
+    """A reranker that also judges each clause on the stretch of the clip its timeline gave it
+    (`judged_by_stretch`), for prompts the generator placed with a timeline; other prompts get the wrapped
+    reranker's whole-clip score. On the clause-channel generator it picks better on temporal prompts
+    (docs/results/rerank/served-control)."""
+
+    def __init__(self, reranker: RewardModel | ClapReranker) -> None:
+        self.reranker = reranker
+        self.clap = reranker.clap
+        self.onnx_head = getattr(reranker, "onnx_head", None)
+
+    @property
+    def backend(self) -> str:
+        return f"{self.reranker.backend}+by-stretch"
+
+    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int, timeline: list[str] | None = None) -> np.ndarray:
+        return judged_by_stretch(self.reranker.score_pairs, prompt, waveforms, sample_rate, timeline, whole=self.reranker.score(prompt, waveforms, sample_rate))
 
 
 RERANKERS = ("reward", "clap")
 
 
-def load_reranker(kind: str, directory: str | Path | None = None, device: str | torch.device = "cpu", backend: str = "onnx") -> tuple[RewardModel | ClapReranker, Path]:
+def load_reranker(kind: str, directory: str | Path | None = None, device: str | torch.device = "cpu", backend: str = "onnx", by_stretch: bool = False) -> tuple[RewardModel | ClapReranker | ByStretch, Path]:
     """The served reranker and its directory: "reward" (BATON's head; `backend` torch or onnx) or
-    "clap" (CLAP cosine). `directory` defaults to the shipped reward model, or the shipped CLAP."""
+    "clap" (CLAP cosine). `directory` defaults to the shipped reward model, or the shipped CLAP.
+    `by_stretch` also judges each clause of a timeline on its own stretch (`ByStretch`)."""
     from services.checkpoints import shipped
 
     if kind not in RERANKERS:
         raise ValueError(f"reranker must be one of {', '.join(RERANKERS)}, got {kind!r}")
     directory = Path(directory) if directory else shipped(kind)
-    if kind == "reward":
-        return RewardModel.from_pretrained(directory, device, backend=backend), directory
-    return ClapReranker(load_clap(directory, device)), directory
+    reranker = RewardModel.from_pretrained(directory, device, backend=backend) if kind == "reward" else ClapReranker(load_clap(directory, device))
+    return (ByStretch(reranker) if by_stretch else reranker), directory

@@ -21,9 +21,11 @@ class LoudnessReranker:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
+        self.timelines: list[list[str] | None] = []
 
-    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int) -> np.ndarray:
+    def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int, timeline: list[str] | None = None) -> np.ndarray:
         self.calls.append((prompt, len(waveforms)))
+        self.timelines.append(timeline)
         return np.sqrt((waveforms**2).mean(axis=1))
 
 
@@ -74,6 +76,14 @@ def test_ranking_is_per_prompt_and_best_first(pipe):
         assert r.best is loudest
 
 
+def test_the_reranker_hears_which_clauses_the_generator_placed(pipe):
+    """A reranker that judges clauses by stretch needs the timeline the generator used for that prompt."""
+    reranker = LoudnessReranker()
+    results = TextToAudio(pipe, reranker=reranker)(["a dog barks, then a bell rings", "rain falls"], num_candidates=2, seed=1, settings=GenerationSettings(steps=2, timeline=True))
+    assert reranker.timelines == [["a dog barks", "a bell rings"], None]
+    assert results[0].settings["timeline"] is True
+
+
 def test_without_reranker_generation_order_and_no_reward(pipe):
     (r,) = TextToAudio(pipe)(["a dog barks"], num_candidates=3, seed=4, settings=GenerationSettings(steps=2))
     assert [c.index for c in r.candidates] == [0, 1, 2] and [c.seed for c in r.candidates] == [4, 5, 6]
@@ -86,7 +96,7 @@ def test_ties_keep_generation_order():
     class Flat:
         version = "flat"
 
-        def score(self, prompt, waveforms, sample_rate):
+        def score(self, prompt, waveforms, sample_rate, timeline=None):
             return np.full(len(waveforms), 0.5)
 
     audio = GeneratedAudio(np.zeros((3, 8), np.float32), [7, 8, 9], 16000, {}, 0.0, 3)

@@ -203,6 +203,16 @@ def test_load_reranker_serves_the_reward_model_or_clap_cosine(tiny_reward_model,
     assert np.all(np.abs(expected) <= 1 + 1e-5)  # a cosine, not a probability
     with pytest.raises(ValueError, match="reranker must be one of reward, clap"):
         load_reranker("laion", tmp_path / "clap")
+    # by stretch: a placed timeline also judges each clause on its own stretch; without one, the whole clip as before
+    from services.reward import ByStretch, judged_by_stretch
+
+    staged, _ = load_reranker("clap", tmp_path / "clap", by_stretch=True)
+    assert isinstance(staged, ByStretch) and staged.backend == "clap-cosine+by-stretch" and staged.clap is staged.reranker.clap
+    prompt, clauses = "a dog barks, then a bell rings", ["a dog barks", "a bell rings"]
+    np.testing.assert_allclose(staged.score(prompt, wav, 16000), clap.score(prompt, wav, 16000), atol=1e-6)
+    by_stretch = staged.score(prompt, wav, 16000, timeline=clauses)
+    np.testing.assert_allclose(by_stretch, judged_by_stretch(clap.score_pairs, prompt, wav, 16000, clauses), atol=1e-6)
+    assert not np.allclose(by_stretch, clap.score(prompt, wav, 16000), atol=1e-4)
 
 
 def test_build_dataset_labels_resumes_and_refuses_another_build(tmp_path):
@@ -258,7 +268,8 @@ def test_the_by_stretch_picker_judges_each_clause_on_its_own_stretch():
     """`tta eval rerank`'s *_timeline pickers: a candidate generated with a timeline scores (whole clip + its
     worst clause on that clause's stretch alone) / 2; without one (or when the prompt's clauses do not match
     the stretches) its whole-clip score."""
-    from training.eval_rerank import stretch_only, timeline_scores
+    from services.reward import stretch_only
+    from training.eval_rerank import timeline_scores
 
     wav = np.arange(2 * 9, dtype=np.float32).reshape(2, 9) + 1
     np.testing.assert_array_equal(stretch_only(wav, 1, 3), [[0, 0, 0, 4, 5, 6, 0, 0, 0], [0, 0, 0, 13, 14, 15, 0, 0, 0]])

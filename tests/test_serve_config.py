@@ -62,6 +62,7 @@ def test_build_app_refuses_unknown_or_bad_args():
     with pytest.raises(ValueError, match="rewriter must be"):
         build_app({"rewriter": "gpt"})
     build_app(read_config(shipped_config("gpu"))["applications"][0]["args"])  # the shipped args all exist
+    assert build_app({"reranker": "clap", "rerank_by_stretch": True}) is not None
     assert build_app({"reranker": "clap"}) is not None  # CLAP cosine picks: services.reward.load_reranker tests it
 
 

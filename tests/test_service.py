@@ -42,7 +42,7 @@ def test_health_readiness_models_and_openapi(url):
     models = httpx.get(f"{url}/v1/models", timeout=30).json()
     assert models["generator"]["sample_rate"] == 16000
     # the CPU config serves CLAP cosine as the picker (the reward model's ONNX path: test_reward, test_serve_config)
-    assert models["reranker"]["version"] == checkpoint_version(shipped("clap")) and models["reranker"]["backend"] == "clap-cosine"
+    assert models["reranker"]["version"] == checkpoint_version(shipped("clap")) and models["reranker"]["backend"] == "clap-cosine+by-stretch"
     assert ready.json()["reranker"] == models["reranker"]["version"]
     assert models["rewriter"]["version"] == ready.json()["rewriter"] == checkpoint_version(shipped("rewriter"))
     assert "/v1/audio/generations" in httpx.get(f"{url}/openapi.json").json()["paths"]
@@ -59,6 +59,17 @@ def test_generation_json_with_every_candidate(url):
     assert rewards == sorted(rewards, reverse=True) and all(-1 <= r <= 1 for r in rewards)  # CLAP cosines
     assert sorted(c["seed"] for c in body["candidates"]) == [7, 8, 9] and body["seed"] == body["candidates"][0]["seed"]
     assert body["reward"] == rewards[0] and body["models"]["reranker"].startswith("clap@")
+    # the CPU config judges each placed clause on its own stretch too: the rewards are that score of the returned clips
+    from services.checkpoints import shipped
+    from services.clap import load_clap
+    from services.reward import ByStretch, ClapReranker
+
+    assert body["timeline"] == ["a dog barks", "a bell rings"]
+    clips = np.stack([decode(c["audio"])[0] for c in body["candidates"]])
+    whole = ClapReranker(load_clap(shipped("clap")))
+    staged, plain = ByStretch(whole).score(body["prompt"], clips, sr, timeline=body["timeline"]), whole.score(body["prompt"], clips, sr)
+    np.testing.assert_allclose(rewards, staged, atol=2e-2)  # the clips came back through 16-bit audio
+    assert np.abs(np.array(rewards) - plain).max() > 0.05
     assert all(c["audio"] for c in body["candidates"]) and body["candidates"][0]["audio"] == body["audio"]
     assert body["settings"]["steps"] == 2 and body["models"]["generator"].startswith("generator@")
     assert {"generate_s", "rerank_s", "total_s"} <= set(body["timings"])

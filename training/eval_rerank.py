@@ -19,7 +19,7 @@ from services.audio import read_audio
 from services.clap import ClapEmbedder
 from services.generator import TangoPipeline
 from services.manifest import checkpoint_version
-from services.reward import ClapReranker, RewardModel
+from services.reward import ClapReranker, RewardModel, judged_by_stretch
 from services.timeline import parse_timeline
 from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
@@ -52,32 +52,11 @@ def build_candidates(task: Task, n: int, k: int, work_dir: Path, pipe: TangoPipe
 
 
 # ----------------------------------------------------------------------------- picking
-def stretch_only(waveforms: np.ndarray, part: int, parts: int) -> np.ndarray:
-    """Copies of [N, samples] that keep only the part-th of `parts` equal stretches (the rest silent):
-    the stretch a generation timeline gave its part-th clause (services.timeline.token_time_mask)."""
-    length = waveforms.shape[-1]
-    out = np.zeros_like(waveforms)
-    a, b = part * length // parts, (part + 1) * length // parts
-    out[..., a:b] = waveforms[..., a:b]
-    return out
-
-
 def timeline_scores(score_pairs, prompt: str, waveforms: np.ndarray, sample_rate: int, stretches: int = 0, whole: np.ndarray | None = None) -> np.ndarray:
-    """Scores [N] of one prompt's candidates. When the generator placed the prompt's clauses in
-    `stretches` successive stretches (a timeline) and the prompt parses into that many clauses, each
-    clause is also judged on its own stretch alone, and a candidate scores the mean of its whole-clip
-    score and its worst clause: a clip must hold the prompt as a whole (nothing unprompted) and every
-    clause where it belongs. Otherwise (0 stretches, or the clauses do not match) the whole-clip score.
-    `score_pairs(texts, waveforms, sample_rate)` scores texts[i] with waveforms[i]; `whole`, when given, holds the
-    whole-clip scores already computed. Not served: on a second
-    sample of the held-out split it picked no better than the whole-clip score (docs/results/rerank/by-stretch)."""
-    n = len(waveforms)
-    whole = np.asarray(score_pairs([prompt] * n, waveforms, sample_rate) if whole is None else whole, dtype=np.float32)
-    clauses = parse_timeline(prompt) if stretches else None
-    if not clauses or len(clauses) != stretches:
-        return whole
-    per_clause = [np.asarray(score_pairs([c.text] * n, stretch_only(waveforms, i, stretches), sample_rate), dtype=np.float32) for i, c in enumerate(clauses)]
-    return (whole + np.min(per_clause, axis=0)) / 2
+    """`services.reward.judged_by_stretch` for candidates generated with `stretches` stretches (0: no timeline),
+    the clauses parsed from the prompt; whole-clip scores when they do not match the stretches."""
+    clauses = [c.text for c in parse_timeline(prompt) or []] if stretches else None
+    return judged_by_stretch(score_pairs, prompt, waveforms, sample_rate, clauses if clauses and len(clauses) == stretches else None, whole=whole)
 
 
 PICKERS = ("random", "clap", "reward", "clap_timeline", "reward_timeline", "ceiling")
