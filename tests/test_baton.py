@@ -357,6 +357,14 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
         assert twice[task]["delta"] == pytest.approx(table[f"rd.{task}.n1"] - table[f"base.{task}.n1"]) and twice[task]["prompts"] == 4
     uneven = CliRunner().invoke(main, ["eval", "paired", "--a", str(work / "rd"), "--a", str(work / "hd"), "--b", str(work / "base")])
     assert uneven.exit_code != 0 and "one --b per --a" in uneven.output
+    # tta eval picks: pickers compared on the same cached candidates; CLAP's best of 4 over the mean is the table's
+    sets = [str(work / "rd" / f"{task}-n2-k4") for task in ("integrity", "temporal")]
+    picks = CliRunner().invoke(main, ["eval", "picks", *[a for d in sets for a in ("--candidates", d)], "--a", "clap", "--b", "random", "--at", "4", "--json"])
+    assert picks.exit_code == 0, picks.output
+    for task, r in json.loads(picks.output.strip().splitlines()[-1]).items():
+        assert r["delta"] == pytest.approx(table[f"rd.{task}.best_of_4_clap"] - table[f"rd.{task}.n1"]) and r["prompts"] == 2
+    unknown = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[0], "--a", "oracle", "--b", "clap"])
+    assert unknown.exit_code != 0 and "no 'oracle' scores" in unknown.output
     # --seed: another sample of the held-out split, cached beside the first
     other = CliRunner().invoke(main, ["eval", "baton", "--model", f"base={feedback / 'init'}", "--n", "2", "--seed", "3", "--work-dir", str(work), "--device", "cpu"])
     assert other.exit_code == 0, other.output

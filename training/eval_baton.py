@@ -24,7 +24,7 @@ from services.generator import TangoPipeline
 from services.manifest import MANIFEST
 from services.reward import RewardModel
 from training.eval_generator import EVAL_SEED, uses_novel_words
-from training.eval_rerank import CandidateScores, build_candidates, candidate_records, heldout_task_specs, score_candidates
+from training.eval_rerank import CandidateScores, build_candidates, candidate_records, heldout_task_specs, pick_per_prompt, score_candidates
 from training.stats import standard_error
 from training.world.oracle import SoundEventDetector
 
@@ -58,13 +58,12 @@ def pick_metrics(scores: CandidateScores) -> dict[str, float]:
     """One task's oracle accuracy at N=1 (mean over every candidate: each is a plain generation), its
     standard error across prompts, and with the reward model (best_of_4) or CLAP (best_of_4_clap) picking
     the best of the K candidates."""
-    per_prompt = scores.labels.mean(1)
-    rows = np.arange(len(per_prompt))
+    per_prompt, k = scores.labels.mean(1), scores.labels.shape[1]
     return {
         "n1": float(per_prompt.mean()),
         "n1_se": standard_error(per_prompt),
-        "best_of_4": float(scores.labels[rows, scores.reward.argmax(1)].mean()),
-        "best_of_4_clap": float(scores.labels[rows, scores.clap.argmax(1)].mean()),
+        "best_of_4": float(pick_per_prompt(scores, "reward", k).mean()),
+        "best_of_4_clap": float(pick_per_prompt(scores, "clap", k).mean()),
     }
 
 

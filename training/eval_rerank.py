@@ -24,6 +24,7 @@ from services.timeline import parse_timeline
 from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of
+from training.stats import standard_error
 from training.train_reward import within_prompt_auc
 from training.world.clips import ClipSpec
 from training.world.oracle import SoundEventDetector
@@ -76,23 +77,37 @@ class CandidateScores:
     reward_timeline: np.ndarray | None = None
 
 
-def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:
-    """Oracle accuracy of each picker choosing among n candidates of every prompt, averaged over the
-    K // n disjoint groups of n that the prompt's K candidates make (K=8, N=4: candidates 0-3 and 4-7).
-    Every candidate counts at every N, which makes the estimate far less noisy than the first n alone
-    would; at N=1 every picker reads the mean of all candidates, the expected single generation."""
+def pick_per_prompt(scores: CandidateScores, picker: str, n: int) -> np.ndarray:
+    """[P]: per prompt, the oracle accuracy of `picker` choosing among n candidates, averaged over the K // n
+    disjoint groups of n that the prompt's K candidates make (K=8, N=4: candidates 0-3 and 4-7). "random" is the
+    expectation of a uniform pick, "ceiling" whether any of the n is right; other pickers take their top score."""
     groups = scores.labels.shape[1] // n
     if groups < 1:
         raise ValueError(f"N={n} needs at least {n} candidates per prompt, there are {scores.labels.shape[1]}")
     labels = scores.labels[:, : groups * n].reshape(len(scores.labels), groups, n)
-    rows, cols = np.arange(len(labels))[:, None], np.arange(groups)[None, :]
-    picks = {"random": float(labels.mean())}  # expectation of a uniform pick
-    for picker in PICKERS[1:-1]:
-        score = getattr(scores, picker)
-        if score is not None:
-            picks[picker] = float(labels[rows, cols, score[:, : groups * n].reshape(labels.shape).argmax(2)].mean())
-    picks["ceiling"] = float(labels.max(2).mean())
-    return picks
+    if picker == "random":
+        return labels.mean((1, 2))
+    if picker == "ceiling":
+        return labels.max(2).mean(1)
+    score = getattr(scores, picker, None)
+    if picker not in PICKERS or score is None:
+        raise ValueError(f"no {picker!r} scores (pickers: {', '.join(PICKERS)}; *_timeline only for timeline candidates)")
+    return np.take_along_axis(labels, score[:, : groups * n].reshape(labels.shape).argmax(2)[..., None], 2)[..., 0].mean(1)
+
+
+def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:
+    """Oracle accuracy of each picker choosing among n candidates of every prompt (`pick_per_prompt`).
+    Every candidate counts at every N, which makes the estimate far less noisy than the first n alone
+    would; at N=1 every picker reads the mean of all candidates, the expected single generation."""
+    return {picker: float(pick_per_prompt(scores, picker, n).mean()) for picker in PICKERS if picker in ("random", "ceiling") or getattr(scores, picker) is not None}
+
+
+def paired_picks(scored: list[CandidateScores], a: str, b: str, n: int) -> dict[str, float]:
+    """Picker a minus picker b at N=n over candidate sets of one task (e.g. the samples --seed 1, 2, 3): the
+    per-prompt differences pooled, so prompt difficulty cancels. `delta`, `se`, `prompts` and `per_sample`."""
+    diffs = [pick_per_prompt(s, a, n) - pick_per_prompt(s, b, n) for s in scored]
+    pooled = np.concatenate(diffs)
+    return {"delta": float(pooled.mean()), "se": standard_error(pooled), "prompts": int(len(pooled)), "per_sample": [float(d.mean()) for d in diffs]}
 
 
 def candidate_records(directory: Path) -> tuple[list[AnnotationRecord], np.ndarray]:

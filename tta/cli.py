@@ -663,6 +663,35 @@ def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json:
         click.echo(json.dumps(result))
 
 
+@eval_.command("picks")
+@click.option("--candidates", "directories", multiple=True, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="a candidate set cached by `tta eval rerank` or `tta eval baton` (a {task}-n{N}-k{K}[-seedS] directory); repeat once per sample and task")
+@click.option("--a", "picker_a", required=True, help="the picker to measure: random, clap, reward, clap_timeline, reward_timeline or ceiling")
+@click.option("--b", "picker_b", required=True, help="the picker to subtract (the same names)")
+@click.option("--at", "n", type=click.IntRange(1), default=4, show_default=True, help="N: candidates to pick from (in the K // N disjoint groups of each prompt)")
+@click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for the reward pickers (default: the shipped one; its CLAP scores the clap pickers)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on the last line")
+def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, as_json: bool) -> None:
+    """Picker A minus picker B at N, per task, pooled over samples: per-prompt differences, so prompt difficulty cancels."""
+    from services.checkpoints import shipped
+    from services.reward import RewardModel
+    from training.eval_rerank import candidate_records, paired_picks, score_candidates
+
+    reward = RewardModel.from_pretrained(reward_dir or shipped("reward"))
+    by_task: dict[str, list] = {}
+    try:
+        for directory in directories:
+            records, _ = candidate_records(directory)
+            by_task.setdefault(records[0].task, []).append(score_candidates(directory, reward, reward.clap, timeline=any(p.endswith("_timeline") for p in (picker_a, picker_b))))
+        result = {task: paired_picks(scored, picker_a, picker_b, n) for task, scored in by_task.items()}
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    click.echo(f"| task | {picker_a} - {picker_b} at N={n}, per sample | pooled | prompts |\n|---|---|---|---|")
+    for task, r in result.items():
+        click.echo(f"| {task} | {' / '.join(f'{100 * x:+.1f}' for x in r['per_sample'])} | {100 * r['delta']:+.1f} ±{100 * r['se']:.1f} | {r['prompts']} |")
+    if as_json:
+        click.echo(json.dumps(result))
+
+
 def _named_dir(option: str, spec: str, names: tuple[str, ...] | None = None) -> tuple[str, Path]:
     """NAME=DIR of a row option, checked: NAME (one of `names` when given) and an existing directory."""
     name, sep, directory = spec.partition("=")
