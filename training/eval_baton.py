@@ -25,7 +25,7 @@ from services.manifest import MANIFEST
 from services.reward import RewardModel
 from training.eval_generator import EVAL_SEED, uses_novel_words
 from training.eval_rerank import CandidateScores, build_candidates, candidate_records, heldout_task_specs, pick_per_prompt, score_candidates
-from training.stats import standard_error
+from training.stats import pooled_difference, standard_error
 from training.world.oracle import SoundEventDetector
 
 # "pretrain": the pretraining term alone (no feedback), the ablation that tells what feedback itself adds
@@ -131,7 +131,7 @@ def paired_difference(pairs: list[tuple[Path, Path]]) -> dict[str, dict]:
             if [r.prompt for r in records_a] != [r.prompt for r in records_b] or labels_a.shape != labels_b.shape:
                 raise ValueError(f"{tasks_a[name]} and {tasks_b[name]}: different prompts or candidate counts, so not a paired comparison")
             diffs.setdefault(records_a[0].task, []).append(labels_a.mean(1) - labels_b.mean(1))
-    return {task: {"delta": float(np.concatenate(d).mean()), "se": standard_error(np.concatenate(d)), "per_sample": [float(x.mean()) for x in d], "prompts": int(sum(len(x) for x in d))} for task, d in diffs.items()}
+    return {task: pooled_difference(d) for task, d in diffs.items()}
 
 
 def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -24,7 +24,7 @@ from services.timeline import parse_timeline
 from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of
-from training.stats import standard_error
+from training.stats import pooled_difference
 from training.train_reward import within_prompt_auc
 from training.world.clips import ClipSpec
 from training.world.oracle import SoundEventDetector
@@ -105,9 +105,7 @@ def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:
 def paired_picks(scored: list[CandidateScores], a: str, b: str, n: int) -> dict[str, float]:
     """Picker a minus picker b at N=n over candidate sets of one task (e.g. the samples --seed 1, 2, 3): the
     per-prompt differences pooled, so prompt difficulty cancels. `delta`, `se`, `prompts` and `per_sample`."""
-    diffs = [pick_per_prompt(s, a, n) - pick_per_prompt(s, b, n) for s in scored]
-    pooled = np.concatenate(diffs)
-    return {"delta": float(pooled.mean()), "se": standard_error(pooled), "prompts": int(len(pooled)), "per_sample": [float(d.mean()) for d in diffs]}
+    return pooled_difference([pick_per_prompt(s, a, n) - pick_per_prompt(s, b, n) for s in scored])
 
 
 def candidate_records(directory: Path) -> tuple[list[AnnotationRecord], np.ndarray]:

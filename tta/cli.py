@@ -656,11 +656,7 @@ def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json:
         result = paired_difference(list(zip(rows_a, rows_b)))
     except ValueError as exc:
         _fail(str(exc))
-    click.echo("| task | A - B, per sample | pooled | prompts |\n|---|---|---|---|")
-    for task, r in result.items():
-        click.echo(f"| {task} | {' / '.join(f'{100 * x:+.1f}' for x in r['per_sample'])} | {100 * r['delta']:+.1f} ±{100 * r['se']:.1f} | {r['prompts']} |")
-    if as_json:
-        click.echo(json.dumps(result))
+    _echo_pooled("A - B", result, as_json)
 
 
 @eval_.command("picks")
@@ -685,7 +681,12 @@ def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, 
         result = {task: paired_picks(scored, picker_a, picker_b, n) for task, scored in by_task.items()}
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    click.echo(f"| task | {picker_a} - {picker_b} at N={n}, per sample | pooled | prompts |\n|---|---|---|---|")
+    _echo_pooled(f"{picker_a} - {picker_b} at N={n}", result, as_json)
+
+
+def _echo_pooled(title: str, result: dict[str, dict], as_json: bool) -> None:
+    """A per-task table of pooled differences (training.stats.pooled_difference), in points, and the JSON."""
+    click.echo(f"| task | {title}, per sample | pooled | prompts |\n|---|---|---|---|")
     for task, r in result.items():
         click.echo(f"| {task} | {' / '.join(f'{100 * x:+.1f}' for x in r['per_sample'])} | {100 * r['delta']:+.1f} ±{100 * r['se']:.1f} | {r['prompts']} |")
     if as_json:
