@@ -190,6 +190,34 @@ def test_train_baton_end_to_end_tiny_and_resumes(feedback, tmp_path):
     assert {"single.presence", "integrity.accuracy", "temporal.accuracy", "roundtrip.presence_f1"} <= set(manifest["metrics"])
 
 
+def test_hardest_prompts_keeps_each_sets_least_accepted_prompts():
+    import numpy as np
+
+    from training.train_baton import hardest_prompts
+
+    prompts = ["easy", "easy", "hard", "hard", "mid", "mid", "never", "never"]
+    labels = np.array([1, 1, 0, 1, 1, 1, 0, 0], np.float32)
+    assert hardest_prompts(prompts, labels, 0.5).tolist() == [False, False, True, True, False, False, True, True]
+    assert hardest_prompts(prompts, labels, 1.0).all()
+    # a reward head's scores rank the same way, whatever their scale
+    assert hardest_prompts(prompts, labels * 0.3 + 0.1, 0.25).tolist() == [False] * 6 + [True, True]
+    assert hardest_prompts(prompts, labels, 0.01).sum() == 2, "at least one prompt survives"
+    with pytest.raises(ValueError, match="share"):
+        hardest_prompts(prompts, labels, 0.0)
+
+
+def test_feedback_clips_cut_to_the_hardest_prompts_say_so(feedback):
+    from training.build_dataset import load_dataset_records
+    from training.train_baton import feedback_clips
+
+    records = load_dataset_records(feedback / "hd")
+    prompts, paths, r, described, _ = feedback_clips([feedback / "hd"], [], None, hard_prompt_share=0.5)
+    every = {q: [float(x.label) for x, _ in records if x.prompt == q] for q in {x.prompt for x, _ in records}}
+    assert len(set(prompts)) == 1 and len(prompts) == 2
+    assert sum(every[prompts[0]]) == min(sum(v) for v in every.values()), "the kept prompt is the least accepted"
+    assert described["hd"][0]["clips"] == 4 and described["hd"][0]["hardest_prompts"] == {"share": 0.5, "prompts": 1, "clips": 2, "mean_r": float(r.mean())}
+
+
 def test_train_baton_refuses_missing_data(feedback, tmp_path):
     from training.train_baton import train_baton
 

@@ -83,9 +83,10 @@ def targets_described(found: list[torch.Tensor | None]) -> str:
     return "stored latents" if stored == len(found) else "re-encoded audio" if stored == 0 else f"stored latents for {stored} of {len(found)}"
 
 
-def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: Path | None, generator_version: str | None = None) -> tuple[list[str], list[Path], np.ndarray, dict, list[torch.Tensor | None]]:
+def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: Path | None, generator_version: str | None = None, hard_prompt_share: float = 1.0) -> tuple[list[str], list[Path], np.ndarray, dict, list[torch.Tensor | None]]:
     """(prompts, audio paths, r, description, own latents) of every feedback clip: HD dirs carry labels
-    (records.jsonl), RD dirs are scored by the reward model (clips.jsonl); own latents as `own_latents`."""
+    (records.jsonl), RD dirs are scored by the reward model (clips.jsonl); own latents as `own_latents`.
+    hard_prompt_share < 1 keeps, of each set, only its hardest prompts (`hardest_prompts`)."""
     from training.build_dataset import load_dataset_records, sampling_settings
 
     prompts: list[str] = []
@@ -93,14 +94,24 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
     weights: list[float] = []
     latents: list[torch.Tensor | None] = []
     described = {"hd": [], "rd": []}
+
+    def add(kind: str, d: Path, set_prompts: list[str], set_paths: list[Path], r: np.ndarray, about: dict) -> None:
+        about = {"dir": str(d), "clips": len(set_prompts), **about}
+        if hard_prompt_share < 1:
+            keep = hardest_prompts(set_prompts, r, hard_prompt_share)
+            set_prompts, set_paths, r = [q for q, k in zip(set_prompts, keep) if k], [p for p, k in zip(set_paths, keep) if k], r[keep]
+            about["hardest_prompts"] = {"share": hard_prompt_share, "prompts": len(set(set_prompts)), "clips": len(set_prompts), "mean_r": round(float(r.mean()), 4)}
+        found = own_latents(d, set_paths, generator_version)
+        prompts.extend(set_prompts)
+        paths.extend(set_paths)
+        weights.extend(r.tolist())
+        latents.extend(found)
+        described[kind].append({**about, "sampling": sampling_settings(d), "targets": targets_described(found)})
+
     for d in hd_dirs:
         pairs = load_dataset_records(d)
-        found = own_latents(d, [p for _, p in pairs], generator_version)
-        prompts += [r.prompt for r, _ in pairs]
-        paths += [p for _, p in pairs]
-        weights += [float(r.label) for r, _ in pairs]
-        latents += found
-        described["hd"].append({"dir": str(d), "clips": len(pairs), "accepted": int(sum(r.label for r, _ in pairs)), "sampling": sampling_settings(d), "targets": targets_described(found)})
+        labels = np.asarray([float(r.label) for r, _ in pairs], np.float32)
+        add("hd", d, [r.prompt for r, _ in pairs], [p for _, p in pairs], labels, {"accepted": int(labels.sum())})
     if rd_dirs:
         if reward_model_dir is None:
             raise ValueError("--reward-data needs a reward model to score its clips (--reward-model DIR)")
@@ -117,14 +128,26 @@ def feedback_clips(hd_dirs: list[Path], rd_dirs: list[Path], reward_model_dir: P
                 chunk = rows[s : s + 64]
                 audio = np.stack([read_audio(p, model.clap.sample_rate) for p in clip_paths[s : s + 64]])
                 rewards.append(model.score_pairs([r["prompt"] for r in chunk], audio, model.clap.sample_rate))
-            r = np.concatenate(rewards)
-            found = own_latents(d, clip_paths, generator_version)
-            prompts += [row["prompt"] for row in rows]
-            paths += clip_paths
-            weights += r.tolist()
-            latents += found
-            described["rd"].append({"dir": str(d), "clips": len(rows), "mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir), "sampling": sampling_settings(d), "targets": targets_described(found)})
+            r = np.concatenate(rewards).astype(np.float32)
+            add("rd", d, [row["prompt"] for row in rows], clip_paths, r, {"mean_reward": round(float(r.mean()), 4), "reward_model": checkpoint_version(reward_model_dir)})
     return prompts, paths, np.asarray(weights, np.float32), described, latents
+
+
+def hardest_prompts(prompts: list[str], weights: np.ndarray, share: float) -> np.ndarray:
+    """Which rows of one feedback set to keep: the clips of the `share` of its prompts with the lowest mean r
+    over their clips (ties keep their order of appearance). A prompt the init gets right almost every time
+    teaches it little; a rank within the set (not a threshold on r) keeps the rule the same for 0/1 labels
+    and for a reward head's scores, whatever the head's calibration."""
+    if not 0 < share <= 1:
+        raise ValueError(f"the hard-prompt share must be in (0, 1], got {share}")
+    by_prompt: dict[str, list[int]] = {}
+    for i, q in enumerate(prompts):
+        by_prompt.setdefault(q, []).append(i)
+    ranked = sorted(by_prompt, key=lambda q: float(np.mean(weights[by_prompt[q]])))
+    keep = np.zeros(len(prompts), dtype=bool)
+    for q in ranked[: max(1, round(share * len(ranked)))]:
+        keep[by_prompt[q]] = True
+    return keep
 
 
 def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: dict[str, list[str]] | None = None) -> tuple[list[str], list[np.ndarray]]:
@@ -287,13 +310,15 @@ def train_baton(
     command: str | None = None,
     eval_n: int = 0,
     reencode_feedback: bool = False,
+    hard_prompt_share: float = 1.0,
 ) -> dict:
     """Fine-tune `init`'s UNet (resuming from work_dir) and write the fine-tuned generator to `out`.
 
     batch_size counts the rows of each term: one step sees batch_size pretraining and batch_size
     feedback clips. eval_n > 0 evaluates the result as `tta train generator` does (eval_n held-out prompts
     per task, N=1, and the VAE/vocoder round trip) and puts the metrics into the MANIFEST. Feedback clips
-    that `init` generated itself train on the latents it stored (`own_latents`) unless reencode_feedback."""
+    that `init` generated itself train on the latents it stored (`own_latents`) unless reencode_feedback.
+    hard_prompt_share < 1 trains on each feedback set's hardest prompts only (`hardest_prompts`)."""
     hd_dirs, rd_dirs = [Path(d) for d in hd_dirs], [Path(d) for d in rd_dirs]
     if not hd_dirs and not rd_dirs and beta == 0:
         raise ValueError("nothing to train on: give --feedback (labelled, HD) and/or --reward-data (reward-scored, RD) directories, or beta > 0 for the pretraining term alone")
@@ -321,6 +346,8 @@ def train_baton(
         data_description["clause_channels"] = True
     if not reencode_feedback:  # older caches (re-encoded feedback, without the key) stay valid for reencode_feedback
         data_description["own_latents"] = True
+    if hard_prompt_share < 1:  # older caches (every prompt, without the key) stay valid
+        data_description["hard_prompt_share"] = hard_prompt_share
     if cache.is_file() and (work_dir / "data.json").is_file() and json.loads((work_dir / "data.json").read_text())["key"] == data_description:
         saved = torch.load(cache, weights_only=True)
         pre, fb = (LatentSet(**saved[k]) for k in ("pretrain", "feedback"))
@@ -328,7 +355,7 @@ def train_baton(
     else:
         captions, audio = world_clips(n_pretrain, seed, pretrain_teacher_share)
         pre = encode_set(pipe, captions, audio, np.ones(len(captions), np.float32))
-        prompts, paths, weights, described, own = feedback_clips(hd_dirs, rd_dirs, reward_model_dir, None if reencode_feedback else checkpoint_version(init))
+        prompts, paths, weights, described, own = feedback_clips(hd_dirs, rd_dirs, reward_model_dir, None if reencode_feedback else checkpoint_version(init), hard_prompt_share)
         if prompts:
             waveforms = [None if z is not None else read_audio(p, pipe.sample_rate) for p, z in zip(tqdm(paths, desc="read feedback clips"), own)]
             fb = encode_set(pipe, prompts, waveforms, weights, latents=own, names=[str(p) for p in paths])
@@ -400,7 +427,7 @@ def train_baton(
         git_commit=commit_at_start,
         extra={
             **origin,
-            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "pretrain_teacher_share": pretrain_teacher_share, "clause_only_rate": clause_only_rate, "clause_channels": pipe.config.clause_channels, "widened_for_clause_channels": widened_from_base, "n_pretrain": len(pre), "feedback_clips": len(fb)},
+            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "pretrain_teacher_share": pretrain_teacher_share, "clause_only_rate": clause_only_rate, "clause_channels": pipe.config.clause_channels, "widened_for_clause_channels": widened_from_base, "n_pretrain": len(pre), "feedback_clips": len(fb), "hard_prompt_share": hard_prompt_share},
             "data": described,
             "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,
             "evaluation": evaluation,

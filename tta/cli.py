@@ -235,8 +235,9 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--checkpoint-every", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--eval-n", type=click.IntRange(0), default=0, show_default=True, help="held-out prompts per task to evaluate the result on (as `tta eval generator`; metrics go into its MANIFEST); 0 skips")
 @click.option("--reencode-feedback", is_flag=True, help="train on the feedback audio re-encoded by the VAE even where the init stored its own latents when it built the set (the ablation)")
+@click.option("--hard-prompt-share", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="keep, of each feedback set, only this share of its prompts: those with the lowest mean r over their clips (the ones the init gets wrong most)")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, clause_channels: bool, clause_only_rate: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, reencode_feedback: bool, device: str | None) -> None:
+def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, clause_channels: bool, clause_only_rate: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, reencode_feedback: bool, hard_prompt_share: float, device: str | None) -> None:
     """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only).
     With no feedback directories it trains the pretraining term alone (an ablation row)."""
     from services.checkpoints import shipped
@@ -265,6 +266,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
             command=_command_line(),
             eval_n=eval_n,
             reencode_feedback=reencode_feedback,
+            hard_prompt_share=hard_prompt_share,
         )
     except (ValueError, DatasetError, FileNotFoundError) as exc:
         _fail(str(exc))
