@@ -391,6 +391,12 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     assert picks.exit_code == 0, picks.output
     for task, r in json.loads(picks.output.strip().splitlines()[-1]).items():
         assert r["delta"] == pytest.approx(table[f"rd.{task}.best_of_4_clap"] - table[f"rd.{task}.n1"]) and r["prompts"] == 2
+    # --a-clap: the same picker under a CLAP given by directory (here the shipped one again, scored apart)
+    from services.checkpoints import shipped
+
+    same = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[1], "--a", "clap_timeline", "--a-clap", str(shipped("clap")), "--b", "clap_timeline", "--json"])
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.output.strip().splitlines()[-1])["temporal"]["delta"] == 0
     unknown = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[0], "--a", "oracle", "--b", "clap"])
     assert unknown.exit_code != 0 and "no 'oracle' scores" in unknown.output
     # --seed: another sample of the held-out split, cached beside the first

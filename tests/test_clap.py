@@ -225,3 +225,29 @@ def test_eval_clap_prints_retrieval_for_each_checkpoint(tmp_path):
     assert table[f"{name}.text_to_audio.r10"] > 10 / 24 + 0.2 and f"{name}.codec_heldout.text_to_audio.r1" not in table
     bad = CliRunner().invoke(main, ["eval", "clap", "--clap", str(tmp_path / "missing")])
     assert bad.exit_code != 0 and "does not exist" in bad.output
+
+
+def test_teacher_worded_clap_clips_keep_their_sounds_and_negatives():
+    """`tta train clap --teacher-share`: the same rendered clips, a share of the captioned ones named by their
+    teacher words only, and their order-swapped negatives worded the same way."""
+    import re
+
+    from tests.test_teacher_words import TEACHER
+    from training.train_clap import _render_chunk
+    from training.world.captions import mentioned_events
+
+    plain_mel, plain, plain_swapped, _ = _render_chunk((0, 0, 40, "train", 0.0, None))
+    mel, captions, swapped, open_prompts = _render_chunk((0, 0, 40, "train", 0.5, TEACHER))
+    assert np.array_equal(mel, plain_mel)
+    worded = [i for i, (c, p) in enumerate(zip(captions, plain)) if c != p]
+    assert 8 <= len(worded) <= 24, len(worded)
+    assert all(open_prompts[i] is None for i in worded), "scene clips keep their texts"
+    for i in worded:
+        assert mentioned_events(captions[i]) == [], f"a training phrasing left in {captions[i]!r}"
+        assert set(re.findall(r"[a-z]+oid", captions[i])) == {TEACHER[e][0] for e in mentioned_events(plain[i])}
+        if swapped[i]:
+            assert sorted(re.findall(r"[a-z]+oid", swapped[i])) == sorted(re.findall(r"[a-z]+oid", captions[i])) and swapped[i] != captions[i]
+    with pytest.raises(ValueError, match="teacher_share"):
+        from training.train_clap import train_clap
+
+        train_clap(Path("unused"), teacher_share=1.5)

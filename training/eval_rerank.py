@@ -102,10 +102,14 @@ def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:
     return {picker: float(pick_per_prompt(scores, picker, n).mean()) for picker in PICKERS if picker in ("random", "ceiling") or getattr(scores, picker) is not None}
 
 
-def paired_picks(scored: list[CandidateScores], a: str, b: str, n: int) -> dict[str, float]:
+def paired_picks(scored: list[CandidateScores], a: str, b: str, n: int, scored_b: list[CandidateScores] | None = None) -> dict[str, float]:
     """Picker a minus picker b at N=n over candidate sets of one task (e.g. the samples --seed 1, 2, 3): the
-    per-prompt differences pooled, so prompt difficulty cancels. `delta`, `se`, `prompts` and `per_sample`."""
-    return pooled_difference([pick_per_prompt(s, a, n) - pick_per_prompt(s, b, n) for s in scored])
+    per-prompt differences pooled, so prompt difficulty cancels. `delta`, `se`, `prompts` and `per_sample`.
+    scored_b: the same sets scored by other models for picker b (e.g. another CLAP); default `scored`."""
+    scored_b = scored if scored_b is None else scored_b
+    if len(scored_b) != len(scored) or any(not np.array_equal(x.labels, y.labels) for x, y in zip(scored, scored_b)):
+        raise ValueError("pickers A and B must be scored on the same candidate sets")
+    return pooled_difference([pick_per_prompt(x, a, n) - pick_per_prompt(y, b, n) for x, y in zip(scored, scored_b)])
 
 
 def candidate_records(directory: Path) -> tuple[list[AnnotationRecord], np.ndarray]:

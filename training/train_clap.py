@@ -10,6 +10,7 @@ evaluation the MANIFEST records: text->audio retrieval R@1/R@10 over 1000 held-o
 
 from __future__ import annotations
 
+import functools
 import math
 from multiprocessing import Pool
 from pathlib import Path
@@ -38,18 +39,29 @@ def reordered_caption(spec: ClipSpec, rng: np.random.Generator) -> str | None:
     return reordered_spec(spec, rng).caption
 
 
-def render_clip(seed: int, split: str, i: int) -> Clip:
-    """Clip i of a CLAP training set: a scene realisation (SCENE_FRACTION of them) or a captioned clip."""
+def render_clip(seed: int, split: str, i: int, teacher_share: float = 0.0, teacher_words: dict[str, list[str]] | None = None) -> Clip:
+    """Clip i of a CLAP training set: a scene realisation (SCENE_FRACTION of them) or a captioned clip. A
+    `teacher_share` of the captioned clips name their events by teacher words (`training.teacher_words`;
+    never held-out words) instead of the world's training phrasings: the same sounds under other words, so
+    the frozen text encoder's neighbourhoods, not only the caption vocabulary, carry the judge."""
     scene = np.random.default_rng([seed, 53, i]).random() < SCENE_FRACTION
-    return make_scene_clip(seed, split, i) if scene else make_clip(seed, split, i)  # type: ignore[arg-type]
+    if scene:
+        return make_scene_clip(seed, split, i)  # type: ignore[arg-type]
+    wording_rng = np.random.default_rng([seed, 61, i])  # its own stream: the clips are those of teacher_share = 0
+    reword = None
+    if teacher_words is not None and wording_rng.random() < teacher_share:
+        from training.build_dataset import teacher_worded
+
+        reword = functools.partial(teacher_worded, rng=wording_rng, teacher_words=teacher_words)
+    return make_clip(seed, split, i, reword=reword)  # type: ignore[arg-type]
 
 
-def _render_chunk(args: tuple[int, int, int, str]) -> tuple[np.ndarray, list[str], list[str | None], list[str | None]]:
-    seed, start, n, split = args
+def _render_chunk(args: tuple[int, int, int, str, float, dict | None]) -> tuple[np.ndarray, list[str], list[str | None], list[str | None]]:
+    seed, start, n, split, teacher_share, teacher_words = args
     mel = MelSpectrogram(MelConfig.from_dict(MiniClapConfig().mel))
     audio, captions, swapped, open_prompts = [], [], [], []
     for i in range(start, start + n):
-        clip = render_clip(seed, split, i)
+        clip = render_clip(seed, split, i, teacher_share, teacher_words)
         audio.append(clip.audio)
         captions.append(clip.truth.caption)
         swapped.append(reordered_caption(clip.spec, np.random.default_rng([seed, 59, i])))
@@ -59,14 +71,19 @@ def _render_chunk(args: tuple[int, int, int, str]) -> tuple[np.ndarray, list[str
     return logmel.half().numpy(), captions, swapped, open_prompts
 
 
-def build_dataset(seed: int, n_clips: int, split: str, cache_dir: Path, workers: int = 1) -> dict:
+def build_dataset(seed: int, n_clips: int, split: str, cache_dir: Path, workers: int = 1, teacher_share: float = 0.0) -> dict:
     """log-mel [N, mels, frames] (fp16), captions, reordered captions, open prompts; cached as .npz."""
-    path = cache_dir / f"clap-{split}-{seed}-{n_clips}.npz"
+    path = cache_dir / (f"clap-{split}-{seed}-{n_clips}.npz" if teacher_share == 0 else f"clap-{split}-{seed}-{n_clips}-teacher{teacher_share:g}.npz")
     if path.is_file():
         data = np.load(path, allow_pickle=False)
         return {k: data[k] for k in data.files}
     chunk = 500
-    jobs = [(seed, s, min(chunk, n_clips - s), split) for s in range(0, n_clips, chunk)]
+    words = None
+    if teacher_share > 0:
+        from training.teacher_words import teacher_event_words
+
+        words = teacher_event_words()
+    jobs = [(seed, s, min(chunk, n_clips - s), split, teacher_share, words) for s in range(0, n_clips, chunk)]
     # one worker renders in this process: forking a process that already runs torch threads can deadlock
     if workers == 1:
         parts = [_render_chunk(job) for job in tqdm(jobs, desc=f"render {split} clips")]
@@ -221,15 +238,19 @@ def train_clap(
     codec_share: float = 0.25,
     generator_dir: Path | None = None,
     init_dir: Path | None = None,
+    teacher_share: float = 0.0,
 ) -> dict:
-    """Train (or, from `init_dir`, fine-tune) the mini CLAP; write it with MANIFEST.json to `out`."""
+    """Train (or, from `init_dir`, fine-tune) the mini CLAP; write it with MANIFEST.json to `out`.
+    teacher_share: the share of captioned training clips worded with teacher words (`render_clip`)."""
+    if not 0 <= teacher_share <= 1:
+        raise ValueError(f"teacher_share must be in [0, 1], got {teacher_share}")
     dev = pick_device(device)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     work_dir.mkdir(parents=True, exist_ok=True)
 
     # data
-    train = build_dataset(seed, n_clips, "train", work_dir / "cache", workers)
+    train = build_dataset(seed, n_clips, "train", work_dir / "cache", workers, teacher_share)
     heldout = build_dataset(seed, eval_n, "heldout", work_dir / "cache", workers)
     logmel = torch.from_numpy(train["logmel"])
     if codec_clips:
@@ -256,7 +277,7 @@ def train_clap(
     # the text encoder is frozen: its token states for every training text are computed once
     vocab = sorted(set(captions) | set(swapped) | set(open_prompts) - {""})
     text_id = {t: i for i, t in enumerate(vocab)}
-    states, mask = encode_texts(text_encoder, vocab, work_dir / "cache" / f"text-states-{seed}-{n_clips}.pt")
+    states, mask = encode_texts(text_encoder, vocab, work_dir / "cache" / (f"text-states-{seed}-{n_clips}.pt" if teacher_share == 0 else f"text-states-{seed}-{n_clips}-teacher{teacher_share:g}.pt"))
     caption_id = torch.tensor([text_id[c] for c in captions])
     swapped_id = torch.tensor([text_id[c] if c else -1 for c in swapped])
     open_id = torch.tensor([text_id[c] if c else -1 for c in open_prompts])
@@ -299,6 +320,8 @@ def train_clap(
         training.update(codec_clips=codec_clips, codec_share=codec_share, generator=checkpoint_version(generator_dir))
     if init_dir is not None:
         training["init"] = checkpoint_version(init_dir)
+    if teacher_share:
+        training["teacher_share"] = teacher_share
     model.cpu().save_pretrained(out)
     write_manifest(out, command=command, seed=seed, metrics={k: round(v, 4) for k, v in metrics.items()}, extra={"training": training})
     return metrics

@@ -136,14 +136,15 @@ def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_neg
 @click.option("--codec-share", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="share of each batch drawn from the round-trip clips")
 @click.option("--generator", "generator_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="generator whose codec --codec-clips use (default: the shipped mini generator)")
 @click.option("--init", "init_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="a mini CLAP directory to fine-tune instead of starting from random weights (e.g. after the served vocoder changed)")
-def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: int, eval_n: int, lr: float, seed: int, work_dir: Path, checkpoint_every: int, device: str | None, workers: int, codec_clips: int, codec_share: float, generator_dir: Path | None, init_dir: Path | None) -> None:
+@click.option("--teacher-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of captioned training clips that name their events by teacher words (never held-out words), as the generator's pretraining does")
+def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: int, eval_n: int, lr: float, seed: int, work_dir: Path, checkpoint_every: int, device: str | None, workers: int, codec_clips: int, codec_share: float, generator_dir: Path | None, init_dir: Path | None, teacher_share: float) -> None:
     """Train the mini CLAP contrastively on the world; writes it with MANIFEST.json (retrieval metrics) to --out."""
     from services.checkpoints import shipped
     from training.train_clap import train_clap
 
     metrics = train_clap(
         out, steps=steps, batch_size=batch_size, n_clips=n_clips, eval_n=eval_n, lr=lr, seed=seed, work_dir=work_dir, checkpoint_every=checkpoint_every, device=device, workers=workers,
-        command=_command_line(), codec_clips=codec_clips, codec_share=codec_share, generator_dir=generator_dir or shipped("generator"), init_dir=init_dir,
+        command=_command_line(), codec_clips=codec_clips, codec_share=codec_share, generator_dir=generator_dir or shipped("generator"), init_dir=init_dir, teacher_share=teacher_share,
     )
     click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
@@ -667,20 +668,30 @@ def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json:
 @click.option("--b", "picker_b", required=True, help="the picker to subtract (the same names)")
 @click.option("--at", "n", type=click.IntRange(1), default=4, show_default=True, help="N: candidates to pick from (in the K // N disjoint groups of each prompt)")
 @click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for the reward pickers (default: the shipped one; its CLAP scores the clap pickers)")
+@click.option("--a-clap", "clap_a", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker A's clap pickers (default: the reward model's own), e.g. a candidate CLAP")
+@click.option("--b-clap", "clap_b", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker B's clap pickers (default: the reward model's own)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on the last line")
-def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, as_json: bool) -> None:
-    """Picker A minus picker B at N, per task, pooled over samples: per-prompt differences, so prompt difficulty cancels."""
+def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, clap_a: Path | None, clap_b: Path | None, as_json: bool) -> None:
+    """Picker A minus picker B at N, per task, pooled over samples: per-prompt differences, so prompt difficulty
+    cancels. With --a-clap / --b-clap the same picker can be compared across two CLAPs."""
     from services.checkpoints import shipped
+    from services.clap import load_clap
     from services.reward import RewardModel
     from training.eval_rerank import candidate_records, paired_picks, score_candidates
 
     reward = RewardModel.from_pretrained(reward_dir or shipped("reward"))
-    by_task: dict[str, list] = {}
     try:
+        claps = [reward.clap if d is None else load_clap(d) for d in (clap_a, clap_b)]
+        timeline = any(p.endswith("_timeline") for p in (picker_a, picker_b))
+        by_task: dict[str, list[list]] = {}
         for directory in directories:
             records, _ = candidate_records(directory)
-            by_task.setdefault(records[0].task, []).append(score_candidates(directory, reward, reward.clap, timeline=any(p.endswith("_timeline") for p in (picker_a, picker_b))))
-        result = {task: paired_picks(scored, picker_a, picker_b, n) for task, scored in by_task.items()}
+            a = score_candidates(directory, reward, claps[0], timeline=timeline)
+            b = a if clap_a == clap_b else score_candidates(directory, reward, claps[1], timeline=timeline)
+            by_task.setdefault(records[0].task, [[], []])
+            by_task[records[0].task][0].append(a)
+            by_task[records[0].task][1].append(b)
+        result = {task: paired_picks(sa, picker_a, picker_b, n, scored_b=sb) for task, (sa, sb) in by_task.items()}
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _echo_pooled(f"{picker_a} - {picker_b} at N={n}", result, as_json)
