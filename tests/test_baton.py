@@ -397,6 +397,15 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     same = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[1], "--a", "clap_timeline", "--a-clap", str(shipped("clap")), "--b", "clap_timeline", "--json"])
     assert same.exit_code == 0, same.output
     assert json.loads(same.output.strip().splitlines()[-1])["temporal"]["delta"] == 0
+    # --by-wording: the prompts naming an event by a held-out word and the others, pooled apart, partition the whole
+    split = CliRunner().invoke(main, ["eval", "picks", *[a for d in sets for a in ("--candidates", d)], "--a", "clap", "--b", "random", "--by-wording", "--json"])
+    assert split.exit_code == 0, split.output
+    split = json.loads(split.output.strip().splitlines()[-1])
+    for task in ("integrity", "temporal"):
+        parts = [split[k] for k in (f"{task}, novel words", f"{task}, seen words") if k in split]
+        assert sum(r["prompts"] for r in parts) == split[task]["prompts"] == 2
+        assert sum(r["delta"] * r["prompts"] for r in parts) / 2 == pytest.approx(split[task]["delta"])
+        assert split.get(f"{task}, novel words", {"prompts": 0})["prompts"] == sum(uses_novel_words(s) for s in heldout_task_specs(task, 2))
     unknown = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[0], "--a", "oracle", "--b", "clap"])
     assert unknown.exit_code != 0 and "no 'oracle' scores" in unknown.output
     # --seed: another sample of the held-out split, cached beside the first

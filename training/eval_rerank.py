@@ -23,7 +23,7 @@ from services.reward import ClapReranker, RewardModel, judged_by_stretch
 from services.timeline import parse_timeline
 from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
-from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of
+from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of, uses_novel_words
 from training.stats import pooled_difference
 from training.train_reward import within_prompt_auc
 from training.world.clips import ClipSpec
@@ -102,14 +102,30 @@ def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:
     return {picker: float(pick_per_prompt(scores, picker, n).mean()) for picker in PICKERS if picker in ("random", "ceiling") or getattr(scores, picker) is not None}
 
 
-def paired_picks(scored: list[CandidateScores], a: str, b: str, n: int, scored_b: list[CandidateScores] | None = None) -> dict[str, float]:
+def paired_picks(scored: list[CandidateScores], a: str, b: str, n: int, scored_b: list[CandidateScores] | None = None, rows: list[np.ndarray] | None = None) -> dict[str, float]:
     """Picker a minus picker b at N=n over candidate sets of one task (e.g. the samples --seed 1, 2, 3): the
     per-prompt differences pooled, so prompt difficulty cancels. `delta`, `se`, `prompts` and `per_sample`.
-    scored_b: the same sets scored by other models for picker b (e.g. another CLAP); default `scored`."""
+    scored_b: the same sets scored by other models for picker b (e.g. another CLAP); default `scored`.
+    rows: per set, a [P] bool mask of the prompts to count (e.g. `novel_word_prompts`); default all."""
     scored_b = scored if scored_b is None else scored_b
     if len(scored_b) != len(scored) or any(not np.array_equal(x.labels, y.labels) for x, y in zip(scored, scored_b)):
         raise ValueError("pickers A and B must be scored on the same candidate sets")
-    return pooled_difference([pick_per_prompt(x, a, n) - pick_per_prompt(y, b, n) for x, y in zip(scored, scored_b)])
+    differences = [pick_per_prompt(x, a, n) - pick_per_prompt(y, b, n) for x, y in zip(scored, scored_b)]
+    return pooled_difference(differences if rows is None else [d[m] for d, m in zip(differences, rows)])
+
+
+def novel_word_prompts(directory: Path) -> np.ndarray:
+    """[P] bool, per prompt of a held-out candidate set (as `build_candidates` writes it): does the prompt name
+    an event by a held-out word? The clip specs are drawn again from the set's seed and checked against its
+    prompts, so a set of other prompts is an error, not a wrong split."""
+    records, labels = candidate_records(directory)
+    settings = json.loads((directory / "dataset.json").read_text())
+    k = labels.shape[1]
+    prompts = [r.prompt for r in records[::k]]
+    specs = heldout_task_specs(settings["task"], len(prompts), settings["seed"])
+    if [prompt_of(s).prompt for s in specs] != prompts:
+        raise ValueError(f"{directory}: its prompts are not the first {len(prompts)} held-out {settings['task']} prompts of seed {settings['seed']}")
+    return np.array([uses_novel_words(s) for s in specs])
 
 
 def candidate_records(directory: Path) -> tuple[list[AnnotationRecord], np.ndarray]:

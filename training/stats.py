@@ -15,4 +15,4 @@ def pooled_difference(diffs: list[np.ndarray]) -> dict:
     """Per-prompt differences of one or more samples, pooled: `delta` (mean over all prompts), its standard
     error `se`, `prompts` and `per_sample` (each sample's mean difference)."""
     pooled = np.concatenate(diffs)
-    return {"delta": float(pooled.mean()), "se": standard_error(pooled), "prompts": int(len(pooled)), "per_sample": [float(d.mean()) for d in diffs]}
+    return {"delta": float(pooled.mean()), "se": standard_error(pooled), "prompts": int(len(pooled)), "per_sample": [float(d.mean()) if len(d) else float("nan") for d in diffs]}

@@ -670,17 +670,19 @@ def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json:
 @click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for the reward pickers (default: the shipped one; its CLAP scores the clap pickers)")
 @click.option("--a-clap", "clap_a", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker A's clap pickers (default: the reward model's own), e.g. a candidate CLAP")
 @click.option("--b-clap", "clap_b", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker B's clap pickers (default: the reward model's own)")
+@click.option("--by-wording", is_flag=True, help="also pool the prompts that name an event by a held-out word, and the others, apart (held-out candidate sets only)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on the last line")
-def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, clap_a: Path | None, clap_b: Path | None, as_json: bool) -> None:
+def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, clap_a: Path | None, clap_b: Path | None, by_wording: bool, as_json: bool) -> None:
     """Picker A minus picker B at N, per task, pooled over samples: per-prompt differences, so prompt difficulty
     cancels. With --a-clap / --b-clap the same picker can be compared across two CLAPs."""
     from services.checkpoints import shipped
     from services.clap import load_clap
     from services.reward import RewardModel
-    from training.eval_rerank import candidate_records, paired_picks, score_candidates
+    from training.eval_rerank import candidate_records, novel_word_prompts, paired_picks, score_candidates
 
     reward = RewardModel.from_pretrained(reward_dir or shipped("reward"))
     try:
+        novel: dict[str, list] = {}
         claps = [reward.clap if d is None else load_clap(d) for d in (clap_a, clap_b)]
         timeline = any(p.endswith("_timeline") for p in (picker_a, picker_b))
         by_task: dict[str, list[list]] = {}
@@ -691,7 +693,14 @@ def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, 
             by_task.setdefault(records[0].task, [[], []])
             by_task[records[0].task][0].append(a)
             by_task[records[0].task][1].append(b)
-        result = {task: paired_picks(sa, picker_a, picker_b, n, scored_b=sb) for task, (sa, sb) in by_task.items()}
+            if by_wording:
+                novel.setdefault(records[0].task, []).append(novel_word_prompts(directory))
+        result = {}
+        for task, (sa, sb) in by_task.items():
+            result[task] = paired_picks(sa, picker_a, picker_b, n, scored_b=sb)
+            for wording, rows in (("novel", novel.get(task)), ("seen", [~m for m in novel.get(task, [])])) if by_wording else ():
+                if any(m.any() for m in rows):  # a wording no prompt uses gets no row
+                    result[f"{task}, {wording} words"] = paired_picks(sa, picker_a, picker_b, n, scored_b=sb, rows=rows)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _echo_pooled(f"{picker_a} - {picker_b} at N={n}", result, as_json)
