@@ -12,6 +12,7 @@ meaningful with the embedder it was trained on.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from services.clap import ClapEmbedder, load_clap
+from services.manifest import MANIFEST, checkpoint_version
 from services.modeling import CheckpointError, ConfigModel
 
 ONNX_NAME = "reward_head.onnx"
@@ -114,6 +116,16 @@ class OnnxRewardHead:
 
 
 # ----------------------------------------------------------------------------- the reward model
+def check_trained_clap(head_dir: Path, clap_dir: Path) -> None:
+    """A head reads the embeddings of the CLAP it was trained on and no other: refuse the CLAP its config names
+    when its MANIFEST records another (same weights = same manifest hash, whatever the directory is called)."""
+    manifest = head_dir / MANIFEST
+    trained_on = json.loads(manifest.read_text()).get("training", {}).get("clap") if manifest.is_file() else None
+    found = checkpoint_version(clap_dir)
+    if trained_on and "@" in trained_on and found.split("@")[-1] != trained_on.split("@")[-1]:
+        raise CheckpointError(f"{head_dir}: the head was trained on the embeddings of {trained_on}, but its config names {clap_dir} ({found}); point `clap` in its config.json at that CLAP, or retrain the head (tta train reward --clap)")
+
+
 class RewardModel:
     """CLAP embedder + reward head; scores (prompt, clip) pairs and reranks candidates per prompt."""
 
@@ -129,7 +141,10 @@ class RewardModel:
             raise ValueError(f"unknown backend {backend!r}: expected 'torch' or 'onnx'")
         directory = Path(directory)
         head = RewardHead.from_pretrained(directory, device)
-        clap = clap or load_clap((directory / head.config.clap).resolve(), device)
+        if clap is None:
+            clap_dir = (directory / head.config.clap).resolve()
+            check_trained_clap(directory, clap_dir)
+            clap = load_clap(clap_dir, device)
         onnx_head = OnnxRewardHead(directory / ONNX_NAME, device) if backend == "onnx" else None
         return cls(clap, head, onnx_head)
 

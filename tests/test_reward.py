@@ -288,3 +288,20 @@ def test_the_by_stretch_picker_judges_each_clause_on_its_own_stretch():
     for stretches, text in ((0, prompt), (3, prompt), (2, "a dog barks")):  # no timeline; 2 clauses for 3 stretches; no clauses
         np.testing.assert_allclose(timeline_scores(loudness_of_text, text, wav, 16000, stretches), wav.sum(-1) / 100)
     assert len(seen) == 3, "whole clip only"
+
+
+def test_a_head_refuses_a_clap_other_than_the_one_it_was_trained_on(tmp_path):
+    """The shipped head loads with the shipped CLAP beside it; give the same place another CLAP (here the same
+    weights under another MANIFEST, so another version) and loading says which CLAP the head needs."""
+    import shutil
+
+    from services.checkpoints import shipped
+    from services.modeling import CheckpointError
+
+    shutil.copytree(shipped("reward"), tmp_path / "reward")
+    shutil.copytree(shipped("clap"), tmp_path / "clap")
+    assert RewardModel.from_pretrained(tmp_path / "reward").clap.embed_dim == 512
+    manifest = json.loads((tmp_path / "clap" / "MANIFEST.json").read_text())
+    (tmp_path / "clap" / "MANIFEST.json").write_text(json.dumps({**manifest, "command": "another training run"}))
+    with pytest.raises(CheckpointError, match="trained on the embeddings of clap@"):
+        RewardModel.from_pretrained(tmp_path / "reward")
