@@ -397,6 +397,9 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     same = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[1], "--a", "clap_timeline", "--a-clap", str(shipped("clap")), "--b", "clap_timeline", "--json"])
     assert same.exit_code == 0, same.output
     assert json.loads(same.output.strip().splitlines()[-1])["temporal"]["delta"] == 0
+    same = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[1], "--a", "reward", "--a-reward", str(shipped("reward")), "--b", "reward", "--json"])
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.output.strip().splitlines()[-1])["temporal"]["delta"] == 0
     # --by-wording: the prompts naming an event by a held-out word and the others, pooled apart, partition the whole
     split = CliRunner().invoke(main, ["eval", "picks", *[a for d in sets for a in ("--candidates", d)], "--a", "clap", "--b", "random", "--by-wording", "--json"])
     assert split.exit_code == 0, split.output

@@ -668,28 +668,33 @@ def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json:
 @click.option("--b", "picker_b", required=True, help="the picker to subtract (the same names)")
 @click.option("--at", "n", type=click.IntRange(1), default=4, show_default=True, help="N: candidates to pick from (in the K // N disjoint groups of each prompt)")
 @click.option("--reward", "reward_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for the reward pickers (default: the shipped one; its CLAP scores the clap pickers)")
+@click.option("--a-reward", "reward_a", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for picker A's reward pickers instead (e.g. a candidate head)")
+@click.option("--b-reward", "reward_b", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for picker B's reward pickers instead")
 @click.option("--a-clap", "clap_a", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker A's clap pickers (default: the reward model's own), e.g. a candidate CLAP")
 @click.option("--b-clap", "clap_b", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker B's clap pickers (default: the reward model's own)")
 @click.option("--by-wording", is_flag=True, help="also pool the prompts that name an event by a held-out word, and the others, apart (held-out candidate sets only)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on the last line")
-def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, clap_a: Path | None, clap_b: Path | None, by_wording: bool, as_json: bool) -> None:
+def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, reward_a: Path | None, reward_b: Path | None, clap_a: Path | None, clap_b: Path | None, by_wording: bool, as_json: bool) -> None:
     """Picker A minus picker B at N, per task, pooled over samples: per-prompt differences, so prompt difficulty
-    cancels. With --a-clap / --b-clap the same picker can be compared across two CLAPs."""
+    cancels. --a-clap / --b-clap and --a-reward / --b-reward compare one picker across two models."""
     from services.checkpoints import shipped
     from services.clap import load_clap
     from services.reward import RewardModel
     from training.eval_rerank import candidate_records, novel_word_prompts, paired_picks, score_candidates
 
-    reward = RewardModel.from_pretrained(reward_dir or shipped("reward"))
     try:
-        novel: dict[str, list] = {}
-        claps = [reward.clap if d is None else load_clap(d) for d in (clap_a, clap_b)]
+        sides = []
+        for reward_side, clap_side in ((reward_a, clap_a), (reward_b, clap_b)):
+            reward = RewardModel.from_pretrained(reward_side or reward_dir or shipped("reward"))
+            sides.append((reward, reward.clap if clap_side is None else load_clap(clap_side)))
+        same = (reward_a, clap_a) == (reward_b, clap_b)
         timeline = any(p.endswith("_timeline") for p in (picker_a, picker_b))
         by_task: dict[str, list[list]] = {}
+        novel: dict[str, list] = {}
         for directory in directories:
             records, _ = candidate_records(directory)
-            a = score_candidates(directory, reward, claps[0], timeline=timeline)
-            b = a if clap_a == clap_b else score_candidates(directory, reward, claps[1], timeline=timeline)
+            a = score_candidates(directory, *sides[0], timeline=timeline)
+            b = a if same else score_candidates(directory, *sides[1], timeline=timeline)
             by_task.setdefault(records[0].task, [[], []])
             by_task[records[0].task][0].append(a)
             by_task[records[0].task][1].append(b)
