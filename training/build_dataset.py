@@ -16,6 +16,7 @@ annotator (or left for people). The dataset directory:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -77,6 +78,14 @@ def teacher_worded(spec: ClipSpec, rng: np.random.Generator, teacher_words: dict
         text = TEACHER_PHRASES[int(rng.integers(len(TEACHER_PHRASES)))].format(words[int(rng.integers(len(words)))])
         spec.clauses[j] = spec.nouns[j] = text
     return spec
+
+
+def teacher_rewording(wording_rng: np.random.Generator, share: float, teacher_words: dict[str, list[str]] | None):
+    """The `reword` for `make_clip` of one training clip: `teacher_worded` with probability `share` (drawn from
+    the clip's own wording stream, so the clips themselves do not change with the share), else None."""
+    if teacher_words is None or wording_rng.random() >= share:
+        return None
+    return functools.partial(teacher_worded, rng=wording_rng, teacher_words=teacher_words)
 
 
 def check_task_prompts(prompts: list[PromptSpec], task: Task) -> None:

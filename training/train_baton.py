@@ -23,7 +23,6 @@ TANGO converted by `tta convert-tango`: everything is read from the pipeline's o
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +154,7 @@ def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: di
     `teacher_share` of them name their events by teacher words (`training.teacher_words`, computed when not
     given) instead of the world's training phrasings: the same sounds under words the captions never use,
     never held-out ones."""
-    from training.build_dataset import teacher_worded
+    from training.build_dataset import teacher_rewording
     from training.world.clips import make_clip
 
     words = None
@@ -166,11 +165,7 @@ def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: di
     clips = []
     for i in tqdm(range(n), desc="render world clips"):
         # its own stream for the wording, so the clips themselves are those of teacher_share = 0
-        wording_rng = np.random.default_rng([seed, 53, i])
-        reword = None
-        if words is not None and wording_rng.random() < teacher_share:
-            reword = functools.partial(teacher_worded, rng=wording_rng, teacher_words=words)
-        clips.append(make_clip(seed, "train", i, reword=reword))
+        clips.append(make_clip(seed, "train", i, reword=teacher_rewording(np.random.default_rng([seed, 53, i]), teacher_share, words)))
     return [c.truth.caption for c in clips], [c.audio for c in clips]
 
 

@@ -10,7 +10,6 @@ evaluation the MANIFEST records: text->audio retrieval R@1/R@10 over 1000 held-o
 
 from __future__ import annotations
 
-import functools
 import math
 from multiprocessing import Pool
 from pathlib import Path
@@ -47,12 +46,9 @@ def render_clip(seed: int, split: str, i: int, teacher_share: float = 0.0, teach
     scene = np.random.default_rng([seed, 53, i]).random() < SCENE_FRACTION
     if scene:
         return make_scene_clip(seed, split, i)  # type: ignore[arg-type]
-    wording_rng = np.random.default_rng([seed, 61, i])  # its own stream: the clips are those of teacher_share = 0
-    reword = None
-    if teacher_words is not None and wording_rng.random() < teacher_share:
-        from training.build_dataset import teacher_worded
+    from training.build_dataset import teacher_rewording
 
-        reword = functools.partial(teacher_worded, rng=wording_rng, teacher_words=teacher_words)
+    reword = teacher_rewording(np.random.default_rng([seed, 61, i]), teacher_share, teacher_words)
     return make_clip(seed, split, i, reword=reword)  # type: ignore[arg-type]
 
 
@@ -71,9 +67,14 @@ def _render_chunk(args: tuple[int, int, int, str, float, dict | None]) -> tuple[
     return logmel.half().numpy(), captions, swapped, open_prompts
 
 
+def teacher_tag(teacher_share: float) -> str:
+    """What cache names add for teacher-worded captions (nothing without: older caches stay valid)."""
+    return f"-teacher{teacher_share:g}" if teacher_share else ""
+
+
 def build_dataset(seed: int, n_clips: int, split: str, cache_dir: Path, workers: int = 1, teacher_share: float = 0.0) -> dict:
     """log-mel [N, mels, frames] (fp16), captions, reordered captions, open prompts; cached as .npz."""
-    path = cache_dir / (f"clap-{split}-{seed}-{n_clips}.npz" if teacher_share == 0 else f"clap-{split}-{seed}-{n_clips}-teacher{teacher_share:g}.npz")
+    path = cache_dir / f"clap-{split}-{seed}-{n_clips}{teacher_tag(teacher_share)}.npz"
     if path.is_file():
         data = np.load(path, allow_pickle=False)
         return {k: data[k] for k in data.files}
@@ -277,7 +278,7 @@ def train_clap(
     # the text encoder is frozen: its token states for every training text are computed once
     vocab = sorted(set(captions) | set(swapped) | set(open_prompts) - {""})
     text_id = {t: i for i, t in enumerate(vocab)}
-    states, mask = encode_texts(text_encoder, vocab, work_dir / "cache" / (f"text-states-{seed}-{n_clips}.pt" if teacher_share == 0 else f"text-states-{seed}-{n_clips}-teacher{teacher_share:g}.pt"))
+    states, mask = encode_texts(text_encoder, vocab, work_dir / "cache" / f"text-states-{seed}-{n_clips}{teacher_tag(teacher_share)}.pt")
     caption_id = torch.tensor([text_id[c] for c in captions])
     swapped_id = torch.tensor([text_id[c] if c else -1 for c in swapped])
     open_id = torch.tensor([text_id[c] if c else -1 for c in open_prompts])

@@ -683,9 +683,10 @@ def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, 
     from training.eval_rerank import candidate_records, novel_word_prompts, paired_picks, score_candidates
 
     try:
+        rewards = {d: RewardModel.from_pretrained(d) for d in {r or reward_dir or shipped("reward") for r in (reward_a, reward_b)}}
         sides = []
         for reward_side, clap_side in ((reward_a, clap_a), (reward_b, clap_b)):
-            reward = RewardModel.from_pretrained(reward_side or reward_dir or shipped("reward"))
+            reward = rewards[reward_side or reward_dir or shipped("reward")]
             sides.append((reward, reward.clap if clap_side is None else load_clap(clap_side)))
         same = (reward_a, clap_a) == (reward_b, clap_b)
         timeline = any(p.endswith("_timeline") for p in (picker_a, picker_b))
