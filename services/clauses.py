@@ -57,6 +57,11 @@ def mean_pooled(encoder, texts: list[str], batch: int = 256) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, encoder.hidden_size)
 
 
+def sentence_embeddings(encoder, texts: list[str]) -> torch.Tensor:
+    """MiniLM sentence embeddings (mean-pooled, L2-normalised, as all-MiniLM-L6-v2 is trained), [len(texts), D]."""
+    return torch.nn.functional.normalize(mean_pooled(encoder, texts, batch=512), dim=-1)
+
+
 def clause_states(encoder, texts: list[str]) -> torch.Tensor:
     """[B, L, D]: for every token of encoder(texts)'s states, the mean-pooled state of its clause encoded alone
     (`split_clauses`), zeros for tokens in no clause. `encoder` is a `services.text_encoder.TextEncoder`."""

@@ -400,6 +400,13 @@ def test_cli_eval_baton_prints_the_table_from_every_candidate(feedback, tmp_path
     same = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[1], "--a", "reward", "--a-reward", str(shipped("reward")), "--b", "reward", "--json"])
     assert same.exit_code == 0, same.output
     assert json.loads(same.output.strip().splitlines()[-1])["temporal"]["delta"] == 0
+    # --a-known-words: the judges read the prompts in a known wording; the same wording on both sides differs by nothing
+    wording = str(shipped("wording"))
+    same = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[1], "--a", "clap_timeline", "--a-known-words", wording, "--b", "clap_timeline", "--b-known-words", wording, "--json"])
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.output.strip().splitlines()[-1])["temporal"]["delta"] == 0
+    missing = CliRunner().invoke(main, ["eval", "picks", "--candidates", sets[1], "--a", "clap", "--a-known-words", str(work), "--b", "clap"])
+    assert missing.exit_code != 0 and "no known_wording.json" in missing.output
     # --by-wording: the prompts naming an event by a held-out word and the others, pooled apart, partition the whole
     split = CliRunner().invoke(main, ["eval", "picks", *[a for d in sets for a in ("--candidates", d)], "--a", "clap", "--b", "random", "--by-wording", "--json"])
     assert split.exit_code == 0, split.output

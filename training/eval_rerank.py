@@ -21,6 +21,7 @@ from services.generator import TangoPipeline
 from services.manifest import checkpoint_version
 from services.reward import ClapReranker, RewardModel, judged_by_stretch
 from services.timeline import parse_timeline
+from services.wording import InKnownWords, KnownWording
 from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of, uses_novel_words
@@ -138,13 +139,15 @@ def candidate_records(directory: Path) -> tuple[list[AnnotationRecord], np.ndarr
     return records, labels.reshape(len(records) // k, k)
 
 
-def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbedder, timeline: bool = False) -> CandidateScores:
+def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbedder, timeline: bool = False, wording: KnownWording | None = None) -> CandidateScores:
     """Read a candidate dataset back and score every clip with CLAP and the reward model; with `timeline`
-    (the candidates were generated with timelines) also by clause and stretch (`timeline_scores`)."""
+    (the candidates were generated with timelines) also by clause and stretch (`timeline_scores`). With
+    `wording`, both judges read every prompt and clause in their known wording (`services.wording`)."""
     records, labels = candidate_records(directory)
     k = labels.shape[1]
     audio = np.stack([read_audio(directory / r.audio, clap.sample_rate) for r in records])
-    prompts = [r.prompt for r in records]
+    written = [r.prompt for r in records]
+    prompts = wording(written) if wording is not None else written
     clap_audio = clap.embed_audio(audio, clap.sample_rate)
     text = dict(zip(sorted(set(prompts)), clap.embed_text(sorted(set(prompts)))))
     clap_text = np.stack([text[p] for p in prompts])
@@ -158,10 +161,12 @@ def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbed
     scores = CandidateScores(labels, cosine.reshape(shape), np.asarray(reward).reshape(shape))
     if timeline:
         for name, scorer, whole in (("clap_timeline", ClapReranker(clap), scores.clap), ("reward_timeline", reward_model, scores.reward)):
+            scorer = InKnownWords(scorer, wording) if wording is not None else scorer
             rows = []
             for p, i in enumerate(range(0, len(records), k)):
-                segments = parse_timeline(prompts[i])
-                rows.append(timeline_scores(scorer.score_pairs, prompts[i], audio[i : i + k], clap.sample_rate, len(segments) if segments else 0, whole=whole[p]))
+                # the stretches are the written prompt's clauses, as the generator placed them
+                segments = parse_timeline(written[i])
+                rows.append(timeline_scores(scorer.score_pairs, written[i], audio[i : i + k], clap.sample_rate, len(segments) if segments else 0, whole=whole[p]))
             setattr(scores, name, np.stack(rows))
     return scores
 

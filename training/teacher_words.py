@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import torch
 
-from services.clauses import mean_pooled
+from services.clauses import sentence_embeddings
 from services.text_encoder import MINILM, resolve_location
+from services.wording import KnownWording, KnownWordingConfig
 from training.world.captions import EVENT_PHRASINGS, heldout_fragments, template_words
 
 # An event's teacher words: "a WORD" within this cosine of one of the event's training phrasings, this much
@@ -60,12 +60,6 @@ def caption_words() -> set[str]:
     return {w for t in texts for w in re.findall(r"[a-z]+", t)} | template_words()
 
 
-def sentence_embeddings(encoder, texts: list[str]) -> torch.Tensor:
-    """MiniLM sentence embeddings (mean-pooled, L2-normalised), [len(texts), 384]; `encoder` is the
-    `services.text_encoder.TextEncoder` of MiniLM."""
-    return torch.nn.functional.normalize(mean_pooled(encoder, texts, batch=512), dim=-1)
-
-
 def nearest_group_words(words: list[str], groups: dict[str, list[str]], min_similarity: float, min_margin: float, max_words: int | None = None) -> dict[str, list[str]]:
     """Group id -> the words whose "a WORD" embedding is within `min_similarity` of one of the group's texts and
     beats every other group by `min_margin`; most similar first, at most `max_words`. Caption words
@@ -100,3 +94,29 @@ def teacher_event_words(words: list[str] | None = None) -> dict[str, list[str]]:
     words = minilm_vocabulary() if words is None else without_heldout_forms(words)
     groups = {e: [*p.clauses, *p.nouns] for e, p in EVENT_PHRASINGS.items()}
     return nearest_group_words(words, groups, EVENT_MIN_SIMILARITY, EVENT_MIN_MARGIN, EVENT_MAX_WORDS)
+
+
+def world_known_wording() -> KnownWordingConfig:
+    """The known wording of every mini judge: each event's training phrasings (clauses and nouns), never a
+    held-out one, compared by MiniLM with the teacher-word thresholds (chosen on training words before the
+    judges read prompts through it)."""
+    phrasings = {e: [*p.clauses, *p.nouns] for e, p in EVENT_PHRASINGS.items()}
+    return KnownWordingConfig(phrasings=phrasings, encoder=MINILM, min_similarity=EVENT_MIN_SIMILARITY, min_margin=EVENT_MIN_MARGIN)
+
+
+def leave_one_out(config: KnownWordingConfig, encoder=None) -> dict[str, float]:
+    """How a known wording treats a phrasing it does not hold, measured on its own phrasings: each is taken out
+    in turn and reworded by the rest. `reworded`: share of phrasings replaced (close and clearly one sound's);
+    `right_sound`: share of those replaced by a phrasing of their own sound."""
+    reworded = right = 0
+    for sound, texts in config.phrasings.items():
+        for text in texts:
+            rest = {s: [t for t in ts if t != text] for s, ts in config.phrasings.items()}
+            rest = {s: ts for s, ts in rest.items() if ts}
+            wording = KnownWording(config.model_copy(update={"phrasings": rest}), encoder)
+            new = wording.reword(text)
+            if new != text:
+                reworded += 1
+                right += new in config.phrasings[sound]
+    total = sum(len(t) for t in config.phrasings.values())
+    return {"phrasings": total, "reworded": reworded / total, "right_sound": right / max(reworded, 1)}

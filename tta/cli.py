@@ -149,6 +149,24 @@ def train_clap_cmd(scale: str, out: Path, steps: int, batch_size: int, n_clips: 
     click.echo(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
 
 
+@train.command("wording")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("services/checkpoints/wording"), show_default=True)
+def train_wording_cmd(out: Path) -> None:
+    """Write the mini judges' known wording (services.wording): each event's training phrasings, which a judge
+    reads every clause of a prompt in when the clause is close to one; with MANIFEST.json (leave-one-out metrics)."""
+    from services.manifest import write_manifest
+    from services.wording import KnownWording
+    from training.teacher_words import leave_one_out, world_known_wording
+
+    config = world_known_wording()
+    out.mkdir(parents=True, exist_ok=True)
+    wording = KnownWording(config)
+    wording.save_pretrained(out)
+    metrics = leave_one_out(config, wording.encoder)
+    write_manifest(out, command=_command_line(), seed=None, metrics=metrics, extra={"training": {"phrasings": "training.world.captions.EVENT_PHRASINGS clauses and nouns (no held-out phrasing)"}})
+    click.echo(json.dumps(metrics))
+
+
 @train.command("reward")
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="dataset directory from `tta data build` (repeatable)")
 @click.option("--labels", "label_files", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="BATON label file (repeatable; with --format, --task, --audio-root)")
@@ -672,30 +690,34 @@ def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json:
 @click.option("--b-reward", "reward_b", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="reward model for picker B's reward pickers instead")
 @click.option("--a-clap", "clap_a", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker A's clap pickers (default: the reward model's own), e.g. a candidate CLAP")
 @click.option("--b-clap", "clap_b", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="CLAP that scores picker B's clap pickers (default: the reward model's own)")
+@click.option("--a-known-words", "wording_a", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="picker A's judges read every prompt and clause in this known wording (services.wording; e.g. services/checkpoints/wording)")
+@click.option("--b-known-words", "wording_b", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="picker B's judges read in this known wording")
 @click.option("--by-wording", is_flag=True, help="also pool the prompts that name an event by a held-out word, and the others, apart (held-out candidate sets only)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on the last line")
-def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, reward_a: Path | None, reward_b: Path | None, clap_a: Path | None, clap_b: Path | None, by_wording: bool, as_json: bool) -> None:
+def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, n: int, reward_dir: Path | None, reward_a: Path | None, reward_b: Path | None, clap_a: Path | None, clap_b: Path | None, wording_a: Path | None, wording_b: Path | None, by_wording: bool, as_json: bool) -> None:
     """Picker A minus picker B at N, per task, pooled over samples: per-prompt differences, so prompt difficulty
-    cancels. --a-clap / --b-clap and --a-reward / --b-reward compare one picker across two models."""
+    cancels. --a-clap / --b-clap, --a-reward / --b-reward and --a-known-words / --b-known-words compare one picker
+    across two models or wordings."""
     from services.checkpoints import shipped
     from services.clap import load_clap
     from services.reward import RewardModel
+    from services.wording import load_wording
     from training.eval_rerank import candidate_records, novel_word_prompts, paired_picks, score_candidates
 
     try:
         rewards = {d: RewardModel.from_pretrained(d) for d in {r or reward_dir or shipped("reward") for r in (reward_a, reward_b)}}
         sides = []
-        for reward_side, clap_side in ((reward_a, clap_a), (reward_b, clap_b)):
+        for reward_side, clap_side, wording_side in ((reward_a, clap_a, wording_a), (reward_b, clap_b, wording_b)):
             reward = rewards[reward_side or reward_dir or shipped("reward")]
-            sides.append((reward, reward.clap if clap_side is None else load_clap(clap_side)))
-        same = (reward_a, clap_a) == (reward_b, clap_b)
+            sides.append((reward, reward.clap if clap_side is None else load_clap(clap_side), wording_side and load_wording(wording_side)))
+        same = (reward_a, clap_a, wording_a) == (reward_b, clap_b, wording_b)
         timeline = any(p.endswith("_timeline") for p in (picker_a, picker_b))
         by_task: dict[str, list[list]] = {}
         novel: dict[str, list] = {}
         for directory in directories:
             records, _ = candidate_records(directory)
-            a = score_candidates(directory, *sides[0], timeline=timeline)
-            b = a if same else score_candidates(directory, *sides[1], timeline=timeline)
+            a = score_candidates(directory, *sides[0][:2], timeline=timeline, wording=sides[0][2])
+            b = a if same else score_candidates(directory, *sides[1][:2], timeline=timeline, wording=sides[1][2])
             by_task.setdefault(records[0].task, [[], []])
             by_task[records[0].task][0].append(a)
             by_task[records[0].task][1].append(b)
