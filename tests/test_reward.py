@@ -248,6 +248,17 @@ def test_build_dataset_labels_resumes_and_refuses_another_build(tmp_path):
         build_dataset(tmp_path / "ds", prompts, pipe, BuildSettings(task="temporal", clips_per_prompt=3, seed=0, generator="tiny@test"), annotator, progress=False)
     with pytest.raises(DatasetError, match="do not fit task 'temporal'"):
         build_dataset(tmp_path / "ds2", compose_prompts("integrity", 2), pipe, settings, annotator, progress=False)
+    # reword: the generator gets other words (a served rewrite stage), the records keep the prompt as written
+    first = prompts[:1]
+    reworded = BuildSettings(task="temporal", clips_per_prompt=2, seed=0, generator="tiny@test", generator_wording="wording@test")
+    build_dataset(tmp_path / "rw", first, pipe, reworded, annotator, progress=False, reword=lambda ps: [prompts[1].prompt for _ in ps])
+    assert [r.prompt for r in read_annotations(tmp_path / "rw" / "records.jsonl")] == [first[0].prompt] * 2
+    alone = pipe.generate([prompts[1].prompt], num_candidates=2, seed=[0]).waveforms[0]
+    from services.audio import read_audio
+
+    assert np.abs(read_audio(tmp_path / "rw" / "audio" / "00000_0.flac", pipe.sample_rate) - alone[0]).max() < 1e-3
+    with pytest.raises(DatasetError, match="generator_wording"):
+        build_dataset(tmp_path / "rw", first, pipe, BuildSettings(task="temporal", clips_per_prompt=2, seed=0, generator="tiny@test"), annotator, progress=False)
 
 
 def test_cli_eval_rerank_refuses_candidates_cached_for_another_generator(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,6 +109,7 @@ class BuildSettings:
     label: str = "simulated"  # or "none"
     annotator: str | None = None
     wording: str = "training"  # of composed prompts (WORDINGS); "training" for a prompt file
+    generator_wording: str | None = None  # known wording (services.wording) the generator got each prompt in, if any
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,8 +153,11 @@ def build_dataset(
     annotator: SimulatedAnnotator | None,
     prompts_per_chunk: int = 8,
     progress: bool = True,
+    reword: Callable[[list[str]], list[str]] | None = None,
 ) -> dict:
-    """Generate, store and label K clips per prompt; resumable chunk by chunk. Returns the summary."""
+    """Generate, store and label K clips per prompt; resumable chunk by chunk. Returns the summary. `reword`: what
+    the generator gets for the prompts (a served rewrite stage, e.g. `services.wording.KnownWording`); records
+    keep the prompt as written, which the labels and judges read."""
     check_task_prompts(prompts, settings.task)
     out = Path(out)
     _prepare(out, prompts, settings)
@@ -165,7 +170,8 @@ def build_dataset(
         part = start // prompts_per_chunk
         chunk = prompts[start : start + prompts_per_chunk]
         seeds = [settings.seed * 10_000_000 + (start + i) * 1000 for i in range(len(chunk))]
-        result = pipe.generate([p.prompt for p in chunk], num_candidates=k, steps=settings.steps, guidance_scale=settings.guidance_scale, scheduler=settings.scheduler, seed=seeds, return_latents=True)
+        written = [p.prompt for p in chunk]
+        result = pipe.generate(reword(written) if reword is not None else written, num_candidates=k, steps=settings.steps, guidance_scale=settings.guidance_scale, scheduler=settings.scheduler, seed=seeds, return_latents=True)
         clip_rows, flat_specs, flat_paths, flat_audio = [], [], [], []
         for i, (spec, wavs) in enumerate(zip(chunk, result.waveforms)):
             for j, wav in enumerate(wavs):

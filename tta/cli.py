@@ -835,12 +835,15 @@ def eval_clap_cmd(clap_dirs: tuple[Path, ...], n: int, generator_dir: Path | Non
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md, report.json and rerank.png here")
 @click.option("--seed", type=click.IntRange(0), default=1, show_default=True, help="which held-out prompts and generation seeds (another seed: another sample of the held-out split)")
 @click.option("--device", default=None, help="cpu or cuda[:i]")
+@click.option("--judge-wording", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="the CLAP and reward judges read every prompt and clause in this known wording (services.wording; e.g. services/checkpoints/wording)")
+@click.option("--generator-wording", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="the generator gets every prompt in this known wording (use another --work-dir: the candidates differ)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (keys like temporal.reward.n4) on the last line")
-def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, reward_dir: Path | None, clap_dir: Path | None, out: Path | None, seed: int, device: str | None, as_json: bool) -> None:
+def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, reward_dir: Path | None, clap_dir: Path | None, out: Path | None, seed: int, device: str | None, judge_wording: Path | None, generator_wording: Path | None, as_json: bool) -> None:
     """Best-of-N on held-out prompts: oracle accuracy with random, CLAP and reward picks, and the ceiling."""
     from services.checkpoints import shipped
     from services.clap import load_clap
     from services.reward import RewardModel
+    from services.wording import load_wording
     from training.eval_rerank import NS, RERANK_TASKS, build_candidates, rerank_markdown, rerank_plot, rerank_table, score_candidates
 
     generator_dir = checkpoint or shipped("generator")
@@ -851,7 +854,8 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
     from training.build_dataset import DatasetError
 
     try:
-        results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle, seed), reward, clap, timeline=pipe.config.default_timeline) for task in RERANK_TASKS}
+        wording = load_wording(judge_wording) if judge_wording is not None else None
+        results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle, seed, generator_wording=generator_wording), reward, clap, timeline=pipe.config.default_timeline, wording=wording) for task in RERANK_TASKS}
     except DatasetError as exc:  # e.g. cached candidates from another generator version: say so, no traceback
         _fail(f"cached candidates in {work_dir} do not fit this run (pass another --work-dir): {exc}")
     ns = tuple(x for x in NS if x <= k)
