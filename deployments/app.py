@@ -129,12 +129,12 @@ class Generator:
 class Reranker:
     """Reranker replica (BATON reward model, or CLAP cosine): scores the candidates of one prompt at a time (never across prompts)."""
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx", torch_threads: int | None = None, kind: str = "reward", by_stretch: bool = False) -> None:
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, backend: str = "onnx", torch_threads: int | None = None, kind: str = "reward", by_stretch: bool = False, wording: str | None = None) -> None:
         from services.manifest import checkpoint_version
         from services.reward import load_reranker
 
         use_cores(torch_threads)
-        self.model, directory = load_reranker(kind, checkpoint, device or "cpu", backend=backend, by_stretch=by_stretch)
+        self.model, directory = load_reranker(kind, checkpoint, device or "cpu", backend=backend, by_stretch=by_stretch, wording=wording)
         self.version = checkpoint_version(directory)
 
     def info(self) -> dict[str, Any]:
@@ -361,6 +361,7 @@ BUILD_ARGS = {
     "reranker_backend": "onnx | torch for the reward head (default onnx)",
     "reranker": "reward | clap | none (clap: CLAP cosine picks; none: candidates in generation order, without rewards)",
     "rerank_by_stretch": "true: the reranker also judges each clause of a timeline on its own stretch of the clip (default false)",
+    "rerank_known_words": "true (the shipped wording) or a known-wording directory: the reranker reads each clause of the prompt in the nearest phrasing its judge was trained on, when one is close (services.wording; default false)",
     "rewriter": "model | none (none: prompts go to the generator as sent)",
     "rewriter_checkpoint": "rewriter directory, any local FLAN-T5-class model (default: the shipped mini rewriter)",
     "request_timeout_s": "the longest a generation may take before 504 (default 120); requests may ask for less with timeout_s",
@@ -369,6 +370,19 @@ BUILD_ARGS = {
 
 def _flag(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+
+
+def _wording_dir(value: Any) -> str | None:
+    """rerank_known_words: false -> None, true -> the shipped known wording, anything else names a directory."""
+    if isinstance(value, bool) or str(value).lower() in ("1", "0", "true", "false", "yes", "no", ""):
+        if not _flag(value):
+            return None
+        from services.checkpoints import shipped
+
+        return str(shipped("wording"))
+    if not Path(str(value)).is_dir():
+        raise ValueError(f"rerank_known_words: {value!r} is neither true/false nor a directory")
+    return str(value)
 
 
 def build_app(args: dict[str, Any] | None = None):
@@ -400,6 +414,7 @@ def build_app(args: dict[str, Any] | None = None):
             device=args.get("device"),
             backend=args.get("reranker_backend", "onnx"),
             by_stretch=_flag(args.get("rerank_by_stretch", False)),
+            wording=_wording_dir(args.get("rerank_known_words", False)),
             torch_threads=int(args["torch_threads"]) if args.get("torch_threads") else None,
         )
     rewriter_kind = str(args.get("rewriter", "model")).lower()

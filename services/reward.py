@@ -23,6 +23,7 @@ from torch import nn
 from services.clap import ClapEmbedder, load_clap
 from services.manifest import MANIFEST, checkpoint_version
 from services.modeling import CheckpointError, ConfigModel
+from services.wording import InKnownWords, load_wording
 
 ONNX_NAME = "reward_head.onnx"
 
@@ -219,7 +220,7 @@ class ByStretch:
     reranker's whole-clip score. On the clause-channel generator it picks better on temporal prompts
     (docs/results/rerank/served-control)."""
 
-    def __init__(self, reranker: RewardModel | ClapReranker) -> None:
+    def __init__(self, reranker: RewardModel | ClapReranker | InKnownWords) -> None:
         self.reranker = reranker
         self.clap = reranker.clap
         self.onnx_head = getattr(reranker, "onnx_head", None)
@@ -235,9 +236,10 @@ class ByStretch:
 RERANKERS = ("reward", "clap")
 
 
-def load_reranker(kind: str, directory: str | Path | None = None, device: str | torch.device = "cpu", backend: str = "onnx", by_stretch: bool = False) -> tuple[RewardModel | ClapReranker | ByStretch, Path]:
+def load_reranker(kind: str, directory: str | Path | None = None, device: str | torch.device = "cpu", backend: str = "onnx", by_stretch: bool = False, wording: str | Path | None = None) -> tuple[RewardModel | ClapReranker | InKnownWords | ByStretch, Path]:
     """The served reranker and its directory: "reward" (BATON's head; `backend` torch or onnx) or
     "clap" (CLAP cosine). `directory` defaults to the shipped reward model, or the shipped CLAP.
+    `wording`: a known-wording directory the judge reads every prompt and clause in (`services.wording`).
     `by_stretch` also judges each clause of a timeline on its own stretch (`ByStretch`)."""
     from services.checkpoints import shipped
 
@@ -245,4 +247,6 @@ def load_reranker(kind: str, directory: str | Path | None = None, device: str | 
         raise ValueError(f"reranker must be one of {', '.join(RERANKERS)}, got {kind!r}")
     directory = Path(directory) if directory else shipped(kind)
     reranker = RewardModel.from_pretrained(directory, device, backend=backend) if kind == "reward" else ClapReranker(load_clap(directory, device))
+    if wording is not None:
+        reranker = InKnownWords(reranker, load_wording(wording))
     return (ByStretch(reranker) if by_stretch else reranker), directory

@@ -213,6 +213,13 @@ def test_load_reranker_serves_the_reward_model_or_clap_cosine(tiny_reward_model,
     by_stretch = staged.score(prompt, wav, 16000, timeline=clauses)
     np.testing.assert_allclose(by_stretch, judged_by_stretch(clap.score_pairs, prompt, wav, 16000, clauses), atol=1e-6)
     assert not np.allclose(by_stretch, clap.score(prompt, wav, 16000), atol=1e-4)
+    # in known words (the shipped wording): the judge reads the nearest training phrasing of each close clause
+    from services.checkpoints import shipped
+    from services.wording import InKnownWords
+
+    worded, _ = load_reranker("clap", tmp_path / "clap", by_stretch=True, wording=shipped("wording"))
+    assert isinstance(worded.reranker, InKnownWords) and worded.backend == "clap-cosine+known-words+by-stretch"
+    np.testing.assert_allclose(worded.score("a kitty mews", wav, 16000), clap.score("a cat meows", wav, 16000), atol=1e-6)
 
 
 def test_build_dataset_labels_resumes_and_refuses_another_build(tmp_path):

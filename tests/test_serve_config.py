@@ -64,6 +64,9 @@ def test_build_app_refuses_unknown_or_bad_args():
     build_app(read_config(shipped_config("gpu"))["applications"][0]["args"])  # the shipped args all exist
     assert build_app({"reranker": "clap", "rerank_by_stretch": True}) is not None
     assert build_app({"reranker": "clap"}) is not None  # CLAP cosine picks: services.reward.load_reranker tests it
+    assert build_app({"reranker": "clap", "rerank_known_words": True}) is not None
+    with pytest.raises(ValueError, match="rerank_known_words: 'no/such/dir'"):
+        build_app({"rerank_known_words": "no/such/dir"})
 
 
 def test_tta_serve_refuses_a_bad_config_before_starting_ray(tmp_path):

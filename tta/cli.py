@@ -873,11 +873,12 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
 @click.option("--reward", "reward_checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="the reranker's directory: a reward model, or a CLAP with --reranker clap (default: the config's, else the shipped one)")
 @click.option("--reranker", type=click.Choice(["reward", "clap", "none"]), default=None, help="reward: BATON's reward model; clap: CLAP cosine; none: candidates in generation order (default: the config's)")
 @click.option("--rerank-by-stretch/--rerank-whole-clip", "by_stretch", default=None, help="also judge each clause of a timeline on its own stretch of the clip, or the whole clip only (default: the config's)")
+@click.option("--rerank-known-words/--rerank-as-written", "known_words", default=None, help="the reranker reads each clause of the prompt in the nearest phrasing its judge was trained on (the shipped known wording), or the prompt as written (default: the config's)")
 @click.option("--rewriter", type=click.Choice(["model", "none"]), default=None, help="none: prompts go to the generator as sent (default: the config's)")
 @click.option("--rewriter-checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="rewriter directory, any local FLAN-T5-class model (default: the config's, else the shipped one)")
 @click.option("--num-cpus", type=click.IntRange(1), default=None, help="CPUs Ray may use (default: all)")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Ray's Prometheus endpoint (GET /metrics) with the service's ray_tta_* metrics")
-def serve_cmd(config_path: Path | None, host: str | None, port: int | None, checkpoint: Path | None, device: str | None, reward_checkpoint: Path | None, reranker: str | None, by_stretch: bool | None, rewriter: str | None, rewriter_checkpoint: Path | None, num_cpus: int | None, metrics_port: int) -> None:
+def serve_cmd(config_path: Path | None, host: str | None, port: int | None, checkpoint: Path | None, device: str | None, reward_checkpoint: Path | None, reranker: str | None, by_stretch: bool | None, known_words: bool | None, rewriter: str | None, rewriter_checkpoint: Path | None, num_cpus: int | None, metrics_port: int) -> None:
     """Start Ray, deploy the service from a serve config and serve HTTP until interrupted (OpenAPI at /docs)."""
     import signal
     import time
@@ -885,7 +886,7 @@ def serve_cmd(config_path: Path | None, host: str | None, port: int | None, chec
     from deployments.config import ServeConfigError, deploy, read_config, shipped_config, start_ray, validate, with_overrides
 
     try:
-        args = {"checkpoint": checkpoint and str(checkpoint), "device": device, "reward_checkpoint": reward_checkpoint and str(reward_checkpoint), "reranker": reranker, "rerank_by_stretch": by_stretch}
+        args = {"checkpoint": checkpoint and str(checkpoint), "device": device, "reward_checkpoint": reward_checkpoint and str(reward_checkpoint), "reranker": reranker, "rerank_by_stretch": by_stretch, "rerank_known_words": known_words}
         args |= {"rewriter": rewriter, "rewriter_checkpoint": rewriter_checkpoint and str(rewriter_checkpoint)}
         config = with_overrides(read_config(config_path or shipped_config("cpu")), host=host, port=port, args=args)
         validate(config)  # before Ray starts: a bad config costs nothing
