@@ -4,6 +4,8 @@
 
 1. Head alone (embeddings -> reward) at batch 8 (one request's candidates) and 256.
 2. The whole scoring path of one request: CLAP audio + text embedding of 8 candidate clips, then the head.
+3. The served CPU picker (CLAP cosine) on one request's 4 candidates of 4.1 s: whole clip, by stretch (2 and 3
+   clauses), and by stretch in known wording (services.wording; a prompt not seen before, so MiniLM encodes it).
 ONNX Runtime runs on the provider `onnx_providers` picks (CUDA when a GPU is present); the table says which.
 """
 
@@ -57,6 +59,34 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, pt, ox, diff in rows:
         print(f"| {name} | {pt * 1e3:.3f} | {ox * 1e3:.3f} | {pt / ox:.2f}x | {diff:.1e} |")
+    print_picker_costs(torch_rm, clips[:4], repeats, sync)
+
+
+def print_picker_costs(reward: RewardModel, clips: np.ndarray, repeats: int, sync) -> None:
+    """Table 3: what judging by stretch and in known wording add to the CLAP picker, one run, medians."""
+    from services.checkpoints import shipped
+    from services.reward import ByStretch, ClapReranker
+    from services.wording import InKnownWords, load_wording
+
+    clap = ClapReranker(reward.clap)
+    wording = load_wording(shipped("wording"), getattr(reward.clap, "text_encoder", None))
+    pickers = {"whole clip": clap, "by stretch": ByStretch(clap), "by stretch, known wording": ByStretch(InKnownWords(clap, wording))}
+    prompts = {2: "a puppy barks, then a bell chimes", 3: "a puppy barks, then a bell chimes, then a kitty mews"}
+
+    def fresh(picker, prompt: str, clauses: list[str] | None):
+        wording._cache.clear()  # a new prompt each request: the rewording is computed, not looked up
+        return picker.score(prompt, clips, 16000, timeline=clauses)
+
+    base = None
+    print("\n| CLAP picker, 4 candidates of 4.1 s | clauses | ms | / whole clip |\n|---|---|---|---|")
+    for name, picker in pickers.items():
+        for k, prompt in prompts.items():
+            clauses = [c.strip() for c in prompt.split(", then ")] if name != "whole clip" else None
+            ms = timed(lambda p=picker, q=prompt, c=clauses: fresh(p, q, c), repeats, sync) * 1e3
+            base = base if base is not None else ms
+            print(f"| {name} | {k if clauses else '-'} | {ms:.1f} | {ms / base:.2f}x |")
+            if name == "whole clip":
+                break
 
 
 if __name__ == "__main__":
