@@ -135,7 +135,8 @@ class Reranker:
 
         use_cores(torch_threads)
         self.model, directory = load_reranker(kind, checkpoint, device or "cpu", backend=backend, by_stretch=by_stretch, wording=wording)
-        self.version = checkpoint_version(directory)
+        # a response names everything that chose its clip: the judge, and the wording it read the prompt in
+        self.version = checkpoint_version(directory) + (f"+{checkpoint_version(Path(wording))}" if wording else "")
 
     def info(self) -> dict[str, Any]:
         onnx = getattr(self.model, "onnx_head", None)

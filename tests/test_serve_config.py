@@ -69,6 +69,17 @@ def test_build_app_refuses_unknown_or_bad_args():
         build_app({"rerank_known_words": "no/such/dir"})
 
 
+def test_a_reranker_in_known_words_names_its_wording():
+    """The version a response reports names the wording the judge read the prompt in (the class, without Ray)."""
+    from deployments.app import Reranker
+    from services.checkpoints import shipped
+    from services.manifest import checkpoint_version
+
+    replica = Reranker.func_or_class(kind="clap", by_stretch=True, wording=str(shipped("wording")))
+    assert replica.version == f"{checkpoint_version(shipped('clap'))}+{checkpoint_version(shipped('wording'))}"
+    assert replica.info()["backend"] == "clap-cosine+known-words+by-stretch"
+
+
 def test_tta_serve_refuses_a_bad_config_before_starting_ray(tmp_path):
     from click.testing import CliRunner
 
