@@ -66,10 +66,10 @@ def print_picker_costs(reward: RewardModel, clips: np.ndarray, repeats: int, syn
     """Table 3: what judging by stretch and in known wording add to the CLAP picker, one run, medians."""
     from services.checkpoints import shipped
     from services.reward import ByStretch, ClapReranker
-    from services.wording import InKnownWords, load_wording
+    from services.wording import InKnownWords, KnownWording
 
     clap = ClapReranker(reward.clap)
-    wording = load_wording(shipped("wording"), getattr(reward.clap, "text_encoder", None))
+    wording = KnownWording.from_pretrained(shipped("wording"))  # its own MiniLM, as a served reranker loads it
     pickers = {"whole clip": clap, "by stretch": ByStretch(clap), "by stretch, known wording": ByStretch(InKnownWords(clap, wording))}
     prompts = {2: "a puppy barks, then a bell chimes", 3: "a puppy barks, then a bell chimes, then a kitty mews"}
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from services.checkpoints import shipped
 from services.reward import RewardModel
-from services.wording import load_wording
+from services.wording import KnownWording
 from training.eval_rerank import candidate_records, novel_word_prompts, paired_picks, score_candidates
 from training.world.captions import mentioned_events
 
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--k", type=int, default=8)
     args = parser.parse_args()
-    wording = load_wording(args.wording)
+    wording = KnownWording.from_pretrained(args.wording)
     reward = RewardModel.from_pretrained(shipped("reward"))
     splits = ("novel, all reworded right", "novel, a wrong sound", "seen")
     for task in ("integrity", "temporal"):

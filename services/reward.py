@@ -23,7 +23,7 @@ from torch import nn
 from services.clap import ClapEmbedder, load_clap
 from services.manifest import MANIFEST, checkpoint_version
 from services.modeling import CheckpointError, ConfigModel
-from services.wording import InKnownWords, load_wording
+from services.wording import InKnownWords, KnownWording
 
 ONNX_NAME = "reward_head.onnx"
 
@@ -248,5 +248,5 @@ def load_reranker(kind: str, directory: str | Path | None = None, device: str | 
     directory = Path(directory) if directory else shipped(kind)
     reranker = RewardModel.from_pretrained(directory, device, backend=backend) if kind == "reward" else ClapReranker(load_clap(directory, device))
     if wording is not None:
-        reranker = InKnownWords(reranker, load_wording(wording))
+        reranker = InKnownWords(reranker, KnownWording.from_pretrained(wording))
     return (ByStretch(reranker) if by_stretch else reranker), directory

@@ -9,9 +9,10 @@ judge may read the prompt with each clause (`services.clauses.split_clauses`) re
 phrasing, when that phrasing is close (cosine >= min_similarity) and clearly closer than every other sound's
 (by min_margin); a clause that is not keeps its own words, so nothing is reworded on a guess.
 
-A judge's known wording is a `known_wording.json` in its CLAP directory: the phrasings, grouped by sound, that the
-CLAP was trained on, the encoder that compares them, and the two thresholds. A CLAP without one (e.g. LAION-CLAP)
-reads prompts as they are.
+A known wording is its own checkpoint directory (`known_wording.json`, written by `tta train wording`; the shipped
+one is services/checkpoints/wording): the phrasings, grouped by sound, that the judges were trained on, the encoder
+that compares them, and the two thresholds. It is not kept in the CLAP directory, whose MANIFEST hash names the
+CLAP a reward head was trained on. A reranker without one reads prompts as they are.
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ class KnownWording:
         self._cache: dict[str, str] = {}
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: TextEncoder | None = None) -> KnownWording | None:
-        """The known wording of a CLAP directory, or None when it has none. `encoder` reuses a loaded MiniLM."""
+    def from_pretrained(cls, directory: str | Path, encoder: TextEncoder | None = None) -> KnownWording:
+        """The known wording in a directory (a `tta train wording` output). `encoder` reuses a loaded MiniLM."""
         path = Path(directory) / WORDING_NAME
         if not path.is_file():
-            return None
+            raise FileNotFoundError(f"{directory}: no {WORDING_NAME} (write one with `tta train wording --out {directory}`)")
         try:
             config = KnownWordingConfig.model_validate_json(path.read_text())
         except ValidationError as exc:
@@ -115,10 +116,3 @@ class InKnownWords:
     def score(self, prompt: str, waveforms: np.ndarray, sample_rate: int, timeline: list[str] | None = None) -> np.ndarray:
         return self.reranker.score(self.wording.reword(prompt), waveforms, sample_rate)
 
-
-def load_wording(directory: str | Path, encoder: TextEncoder | None = None) -> KnownWording:
-    """The known wording in a directory (a `tta train wording` output, or a CLAP directory that holds one)."""
-    wording = KnownWording.from_pretrained(directory, encoder)
-    if wording is None:
-        raise FileNotFoundError(f"{directory}: no {WORDING_NAME} (write one with `tta train wording --out {directory}`)")
-    return wording

@@ -10,7 +10,7 @@ import pytest
 
 from services.checkpoints import shipped
 from services.modeling import CheckpointError
-from services.wording import WORDING_NAME, InKnownWords, KnownWording, KnownWordingConfig, load_wording
+from services.wording import WORDING_NAME, InKnownWords, KnownWording, KnownWordingConfig
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,13 @@ def test_a_clause_between_two_sounds_is_not_reworded(wording):
 
 def test_saved_wording_loads_and_a_bad_file_names_itself(tmp_path, wording):
     path = wording.save_pretrained(tmp_path)
-    again = load_wording(tmp_path, wording.encoder)
+    again = KnownWording.from_pretrained(tmp_path, wording.encoder)
     assert again.config == wording.config and again.reword("a puppy barks") == "a dog barks"
     path.write_text(json.dumps({"phrasings": {"dog": ["a dog barks"]}}))  # one sound: nothing to tell apart
     with pytest.raises(CheckpointError, match=WORDING_NAME):
-        load_wording(tmp_path)
+        KnownWording.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="tta train wording"):
-        load_wording(tmp_path / "none")
+        KnownWording.from_pretrained(tmp_path / "none")
 
 
 def test_shipped_wording_holds_training_phrasings_only():

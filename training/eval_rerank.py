@@ -21,7 +21,7 @@ from services.generator import TangoPipeline
 from services.manifest import checkpoint_version
 from services.reward import ClapReranker, RewardModel, judged_by_stretch
 from services.timeline import parse_timeline
-from services.wording import InKnownWords, KnownWording, load_wording
+from services.wording import InKnownWords, KnownWording
 from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of, uses_novel_words
@@ -48,7 +48,7 @@ def build_candidates(task: Task, n: int, k: int, work_dir: Path, pipe: TangoPipe
     """Generate (or resume) k candidates for each of n held-out prompts, labelled by the noise-free oracle.
     `generator_wording`: a known wording (`services.wording`) the generator gets every prompt in."""
     annotator = SimulatedAnnotator(oracle, flip_rate=0.0, seed=seed)
-    reword = load_wording(generator_wording) if generator_wording is not None else None
+    reword = KnownWording.from_pretrained(generator_wording) if generator_wording is not None else None
     settings = BuildSettings(task=task, clips_per_prompt=k, seed=seed, generator=checkpoint_version(generator_dir), annotator=annotator.name, generator_wording=checkpoint_version(generator_wording) if generator_wording is not None else None)
     out = Path(work_dir) / (f"{task}-n{n}-k{k}" if seed == EVAL_SEED else f"{task}-n{n}-k{k}-seed{seed}")
     build_dataset(out, heldout_task_prompts(task, n, seed), pipe, settings, annotator, progress=progress, reword=reword)

@@ -701,23 +701,24 @@ def eval_picks_cmd(directories: tuple[Path, ...], picker_a: str, picker_b: str, 
     from services.checkpoints import shipped
     from services.clap import load_clap
     from services.reward import RewardModel
-    from services.wording import load_wording
+    from services.wording import KnownWording
     from training.eval_rerank import candidate_records, novel_word_prompts, paired_picks, score_candidates
 
     try:
         rewards = {d: RewardModel.from_pretrained(d) for d in {r or reward_dir or shipped("reward") for r in (reward_a, reward_b)}}
-        sides = []
+        sides = []  # score_candidates' models for picker A, then B
         for reward_side, clap_side, wording_side in ((reward_a, clap_a, wording_a), (reward_b, clap_b, wording_b)):
             reward = rewards[reward_side or reward_dir or shipped("reward")]
-            sides.append((reward, reward.clap if clap_side is None else load_clap(clap_side), wording_side and load_wording(wording_side)))
+            clap = reward.clap if clap_side is None else load_clap(clap_side)
+            sides.append({"reward_model": reward, "clap": clap, "wording": KnownWording.from_pretrained(wording_side) if wording_side else None})
         same = (reward_a, clap_a, wording_a) == (reward_b, clap_b, wording_b)
         timeline = any(p.endswith("_timeline") for p in (picker_a, picker_b))
         by_task: dict[str, list[list]] = {}
         novel: dict[str, list] = {}
         for directory in directories:
             records, _ = candidate_records(directory)
-            a = score_candidates(directory, *sides[0][:2], timeline=timeline, wording=sides[0][2])
-            b = a if same else score_candidates(directory, *sides[1][:2], timeline=timeline, wording=sides[1][2])
+            a = score_candidates(directory, **sides[0], timeline=timeline)
+            b = a if same else score_candidates(directory, **sides[1], timeline=timeline)
             by_task.setdefault(records[0].task, [[], []])
             by_task[records[0].task][0].append(a)
             by_task[records[0].task][1].append(b)
@@ -843,7 +844,7 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
     from services.checkpoints import shipped
     from services.clap import load_clap
     from services.reward import RewardModel
-    from services.wording import load_wording
+    from services.wording import KnownWording
     from training.eval_rerank import NS, RERANK_TASKS, build_candidates, rerank_markdown, rerank_plot, rerank_table, score_candidates
 
     generator_dir = checkpoint or shipped("generator")
@@ -854,7 +855,7 @@ def eval_rerank_cmd(n: int, k: int, work_dir: Path, checkpoint: Path | None, rew
     from training.build_dataset import DatasetError
 
     try:
-        wording = load_wording(judge_wording) if judge_wording is not None else None
+        wording = KnownWording.from_pretrained(judge_wording) if judge_wording is not None else None
         results = {task: score_candidates(build_candidates(task, n, k, work_dir, pipe, generator_dir, oracle, seed, generator_wording=generator_wording), reward, clap, timeline=pipe.config.default_timeline, wording=wording) for task in RERANK_TASKS}
     except DatasetError as exc:  # e.g. cached candidates from another generator version: say so, no traceback
         _fail(f"cached candidates in {work_dir} do not fit this run (pass another --work-dir): {exc}")
