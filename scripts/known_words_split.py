@@ -2,11 +2,13 @@
 
 For every novel-word prompt (`training.eval_rerank.novel_word_prompts`) the prompt is reworded by the known wording
 and the sounds the rewording names (`training.world.captions.mentioned_events`) are compared with the prompt's own:
-"all reworded right" when it names no other sound, else "a wrong sound". Printed per task and split:
+"all reworded right" when it names no other sound, else "a wrong sound". Printed per task and split (and, last,
+every wrong rewording with its count):
 - judge rows: the shipped judges (CLAP by stretch, CLAP, reward head) reading the known wording minus reading the
   prompt as written, paired at N=4 on the cached candidates of --as-written;
 - generator rows: N=1 oracle accuracy of candidates generated from the known wording (`tta eval rerank
-  --generator-wording`, under --reworded) minus those generated from the prompt as written, per prompt.
+  --generator-wording`, under --reworded) minus those generated from the prompt as written, per prompt; also over
+  all prompts, with the per-sample means.
 
   python scripts/known_words_split.py --as-written runs/rerank-v3 --reworded runs/rerank-kw --seeds 1 2 3 4
 
@@ -17,11 +19,13 @@ scored twice by the by-stretch judges).
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from services.checkpoints import shipped
+from services.clauses import split_clauses
 from services.reward import RewardModel
 from services.wording import KnownWording
 from training.eval_rerank import candidate_records, novel_word_prompts, paired_picks, score_candidates
@@ -40,6 +44,7 @@ def main() -> None:
     wording = KnownWording.from_pretrained(args.wording)
     reward = RewardModel.from_pretrained(shipped("reward"))
     splits = ("novel, all reworded right", "novel, a wrong sound", "seen")
+    wrong_clauses: Counter = Counter()  # (clause as written, its rewording) for every rewording naming another sound
     for task in ("integrity", "temporal"):
         known, written, masks, generated = [], [], {s: [] for s in splits}, {s: [] for s in splits}
         for seed in args.seeds:
@@ -48,6 +53,11 @@ def main() -> None:
             records, labels = candidate_records(directory)
             novel = novel_word_prompts(directory)
             right = np.array([set(mentioned_events(wording.reword(r.prompt))) <= set(r.provenance.events) for r in records[:: labels.shape[1]]])
+            for r in records[:: labels.shape[1]]:
+                for clause in split_clauses(r.prompt):
+                    new = wording.reword(clause.text)
+                    if new != clause.text and not set(mentioned_events(new)) <= set(r.provenance.events):
+                        wrong_clauses[(clause.text, new)] += 1
             rows = dict(zip(splits, (novel & right, novel & ~right, ~novel)))
             for split, mask in rows.items():
                 masks[split].append(mask)
@@ -65,6 +75,11 @@ def main() -> None:
             if generated[split]:
                 x = np.concatenate(generated[split])
                 print(f"  generator from known wording - as written, N=1: {100 * x.mean():+.1f} ±{100 * x.std(ddof=1) / len(x) ** 0.5:.1f}")
+        if generated[splits[0]]:
+            per_sample = [np.concatenate(parts) for parts in zip(*generated.values())]
+            x = np.concatenate(per_sample)
+            print(f"{task}, all prompts: generator from known wording - as written, N=1: {100 * x.mean():+.1f} ±{100 * x.std(ddof=1) / len(x) ** 0.5:.1f} (per sample {' / '.join(f'{100 * p.mean():+.1f}' for p in per_sample)})")
+    print("wrong rewordings (clause as written -> reworded: count):", ", ".join(f"{a!r} -> {b!r}: {c}" for (a, b), c in wrong_clauses.most_common()))
 
 
 if __name__ == "__main__":
