@@ -11,7 +11,7 @@ import torch
 
 from services.reward import ONNX_NAME, ClapReranker, OnnxRewardHead, RewardHead, RewardHeadConfig, RewardModel, export_onnx, load_reranker, reward_loss
 from training.annotation import AnnotationRecord, Provenance
-from training.eval_rerank import CandidateScores, pick_accuracy, rerank_table
+from training.eval_rerank import CandidateScores, pick_accuracy, picked_candidates, rerank_table
 from training.train_reward import LabelledClips, request_keys, roc_auc, within_prompt_auc
 
 
@@ -123,6 +123,12 @@ def test_pickers_choose_within_each_prompt_only():
     assert pick_accuracy(s, 1) == {"random": pytest.approx(1 / 8), "clap": pytest.approx(1 / 8), "reward": pytest.approx(1 / 8), "ceiling": pytest.approx(1 / 8)}
     # N=2: groups (0, 1) and (2, 3) of each prompt; in prompt 0's first group the reward finds the right one, CLAP not
     assert pick_accuracy(s, 2) == {"random": pytest.approx(1 / 8), "clap": 0.0, "reward": pytest.approx(0.25), "ceiling": pytest.approx(0.25)}
+    # which candidate each group's pick is, as an index among the prompt's 4: per prompt, [group (0, 1), group (2, 3)]
+    assert picked_candidates(s, "reward", 2).tolist() == [[1, 3], [1, 3]]
+    assert picked_candidates(s, "clap", 2).tolist() == [[0, 2], [0, 2]]
+    assert picked_candidates(s, "reward", 4).tolist() == [[1], [3]]
+    with pytest.raises(ValueError, match="no 'ceiling' scores"):
+        picked_candidates(s, "ceiling", 2)
     table = rerank_table({"temporal": s}, (1, 2, 4, 8))
     assert table["temporal.reward.n4"] == 0.5 and "temporal.reward.n8" not in table
     # only prompt 0 has both kinds of candidate: the reward ranks its right one first, CLAP last

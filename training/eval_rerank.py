@@ -92,10 +92,19 @@ def pick_per_prompt(scores: CandidateScores, picker: str, n: int) -> np.ndarray:
         return labels.mean((1, 2))
     if picker == "ceiling":
         return labels.max(2).mean(1)
+    return np.take_along_axis(scores.labels, picked_candidates(scores, picker, n), 1).mean(1)
+
+
+def picked_candidates(scores: CandidateScores, picker: str, n: int) -> np.ndarray:
+    """[P, K // n]: per prompt and disjoint group of n candidates (as in `pick_per_prompt`), the index among the
+    prompt's K candidates of the one a scoring picker takes (its top score)."""
     score = getattr(scores, picker, None)
-    if picker not in PICKERS or score is None:
+    if picker not in PICKERS or picker in ("random", "ceiling") or score is None:
         raise ValueError(f"no {picker!r} scores (pickers: {', '.join(PICKERS)}; *_timeline only for timeline candidates)")
-    return np.take_along_axis(labels, score[:, : groups * n].reshape(labels.shape).argmax(2)[..., None], 2)[..., 0].mean(1)
+    groups = scores.labels.shape[1] // n
+    if groups < 1:
+        raise ValueError(f"N={n} needs at least {n} candidates per prompt, there are {scores.labels.shape[1]}")
+    return score[:, : groups * n].reshape(len(score), groups, n).argmax(2) + n * np.arange(groups)
 
 
 def pick_accuracy(scores: CandidateScores, n: int) -> dict[str, float]:

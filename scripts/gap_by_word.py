@@ -1,0 +1,171 @@
+"""Where best-of-N loses to its ceiling, by held-out event word.
+
+For the candidate sets of `tta eval rerank` (one per sample), every group of N candidates that holds a right clip
+but where the picker took a wrong one (`training.eval_rerank.picked_candidates`) is charged to what the taken clip
+got wrong (`training.annotation.oracle_label`): each sound it misses (shared equally), else an unprompted sound it
+holds, else "out of order". Summed per task, the charges are
+the gap at N (the any-of-N ceiling minus the picker), in points of the task's accuracy. Per held-out event
+phrasing it prints:
+- how the judges' text side reads it: the nearest sound of the shipped CLAP's text embedding (cosine to the mean
+  embedding of each sound's training phrasings, with the margin to the next sound) and the known wording's
+  rewording (`services.wording`, MiniLM; "kept" when no phrasing is close enough);
+- how the generator reads it: the share of candidates that miss the sound it names (beside the same sound named
+  in training words), and the sound most often heard instead;
+- the gap points charged to a taken clip missing that sound.
+
+  python scripts/gap_by_word.py --candidates runs/rerank-v3 --seeds 1 2 3 4 --picker reward --at 4
+
+~2 min per sample on 2 CPU cores (the by-stretch pickers score every set again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from services.checkpoints import shipped
+from services.reward import RewardModel
+from services.wording import KnownWording
+from training.eval_rerank import PICKERS, candidate_records, heldout_task_specs, novel_word_prompts, picked_candidates, score_candidates
+from training.world.captions import EVENT_PHRASINGS, mentioned_events
+
+TASKS = ("integrity", "temporal")
+
+
+def named_heldout_phrasings(prompt: str, events: list[str], clauses: list[str], nouns: list[str]) -> list[tuple[str, str]]:
+    """(event, phrasing) for every event the prompt names by a held-out clause or noun."""
+    low = prompt.lower()
+    named = []
+    for event, clause, noun in zip(events, clauses, nouns):
+        p = EVENT_PHRASINGS[event]
+        for phrasing in (clause, noun):
+            if phrasing in p.heldout_clauses + p.heldout_nouns and phrasing.lower() in low:
+                named.append((event, phrasing))
+                break
+    return named
+
+
+def clap_reading(reward: RewardModel, phrasings: list[str]) -> dict[str, tuple[str, float]]:
+    """Each phrasing's nearest sound for the CLAP text tower, and its margin over the next sound."""
+    events = list(EVENT_PHRASINGS)
+    centroids = []
+    for e in events:
+        emb = reward.clap.embed_text(list(EVENT_PHRASINGS[e].clauses + EVENT_PHRASINGS[e].nouns))
+        c = emb.mean(0)
+        centroids.append(c / np.linalg.norm(c))
+    sim = reward.clap.embed_text(phrasings) @ np.stack(centroids).T
+    out = {}
+    for phrasing, row in zip(phrasings, sim):
+        order = np.argsort(-row)
+        out[phrasing] = (events[order[0]], float(row[order[0]] - row[order[1]]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--candidates", type=Path, required=True, help="work dir of `tta eval rerank` ({task}-n{N}-k{K}[-seedS] sets)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--picker", choices=[p for p in PICKERS if p not in ("random", "ceiling")], default="reward")
+    parser.add_argument("--at", type=int, default=4, help="N, the candidates the picker chooses among")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+
+    reward = RewardModel.from_pretrained(shipped("reward"))
+    wording = KnownWording.from_pretrained(shipped("wording"))
+    gap = {t: Counter() for t in TASKS}  # task -> (event, held-out phrasing) or a category -> summed charge
+    prompts = dict.fromkeys(TASKS, 0)
+    mentions: Counter = Counter()  # (event, phrasing) -> candidates naming it
+    missed: Counter = Counter()
+    heard_instead: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    seen_mentions: Counter = Counter()  # event -> candidates naming it in training words
+    seen_missed: Counter = Counter()
+    for task in TASKS:
+        for seed in args.seeds:
+            directory = args.candidates / (f"{task}-n{args.n}-k{args.k}" + ("" if seed == 1 else f"-seed{seed}"))
+            novel = novel_word_prompts(directory)  # also checks that the set holds the seed's held-out prompts
+            records, labels = candidate_records(directory)
+            specs = heldout_task_specs(task, len(labels), seed)
+            scores = score_candidates(directory, reward, reward.clap, timeline=args.picker.endswith("_timeline"))
+            picked = picked_candidates(scores, args.picker, args.at)
+            prompts[task] += len(labels)
+            for i, spec in enumerate(specs):
+                named = dict(named_heldout_phrasings(records[i * args.k].prompt, spec.events, spec.clauses, spec.nouns))
+                if bool(named) != bool(novel[i]):
+                    raise ValueError(f"{directory}: prompt {i} ({records[i * args.k].prompt!r}): held-out words {named}, novel_word_prompts says {bool(novel[i])}")
+                heard = [set(records[i * args.k + j].provenance.detected or []) for j in range(args.k)]
+                for detected in heard:
+                    extra = sorted(detected - set(spec.events))
+                    for e in spec.events:
+                        if e in named:
+                            mentions[(e, named[e])] += 1
+                            if e not in detected:
+                                missed[(e, named[e])] += 1
+                                heard_instead[(e, named[e])].update(extra or ["nothing"])
+                        else:
+                            seen_mentions[e] += 1
+                            seen_missed[e] += e not in detected
+                for g, c in enumerate(picked[i]):
+                    group = labels[i, g * args.at : (g + 1) * args.at]
+                    if labels[i, c] or not group.any():
+                        continue
+                    charge = 1 / picked.shape[1]
+                    lacking = [e for e in spec.events if e not in heard[c]]
+                    for e in lacking:
+                        gap[task][(e, named[e]) if e in named else ("in training words", e)] += charge / len(lacking)
+                    unprompted = sorted(heard[c] - set(spec.events))
+                    if not lacking:
+                        gap[task][("unprompted", ",".join(unprompted)) if unprompted else ("all heard", "out of order")] += charge
+
+    keys = sorted(mentions, key=lambda k: -sum(gap[t][k] for t in TASKS))
+    clap_read = clap_reading(reward, [p for _, p in keys])
+    minilm = dict(zip([p for _, p in keys], wording.nearest([p for _, p in keys])))
+    points = {t: {k: 100 * v / prompts[t] for k, v in gap[t].items()} for t in TASKS}
+    rows = []
+    for event, phrasing in keys:
+        known = minilm[phrasing]
+        rows.append({
+            "event": event, "phrasing": phrasing,
+            "clap_reads_as": clap_read[phrasing][0], "clap_margin": clap_read[phrasing][1],
+            "known_wording_reads_as": "kept" if known == phrasing else ",".join(mentioned_events(known)),
+            "candidates": mentions[(event, phrasing)], "missed": missed[(event, phrasing)] / mentions[(event, phrasing)],
+            "missed_in_training_words": seen_missed[event] / seen_mentions[event] if seen_mentions[event] else None,
+            "heard_instead": heard_instead[(event, phrasing)].most_common(1)[0][0] if heard_instead[(event, phrasing)] else "",
+            **{f"{t}_gap_points": points[t].get((event, phrasing), 0.0) for t in TASKS},
+        })
+    misread = {(r["event"], r["phrasing"]) for r in rows if r["clap_reads_as"] != r["event"]}
+    summary = {t: {
+        "prompts": prompts[t],
+        "gap": sum(points[t].values()),
+        "held-out word, CLAP text misreads it": sum(v for k, v in points[t].items() if k in misread),
+        "held-out word, CLAP text reads it right": sum(v for k, v in points[t].items() if k in mentions and k not in misread),
+        "training word": sum(v for k, v in points[t].items() if k[0] == "in training words"),
+        "an unprompted sound heard": sum(v for k, v in points[t].items() if k[0] == "unprompted"),
+        "all heard, out of order": points[t].get(("all heard", "out of order"), 0.0),
+        "unprompted sounds": {k[1]: v for k, v in sorted(points[t].items(), key=lambda kv: -kv[1]) if k[0] == "unprompted"},
+    } for t in TASKS}
+    print(f"picker {args.picker}, N={args.at}, samples {args.seeds}: the gap (ceiling - picker, points) by what the taken clip got wrong")
+    print()
+    print("| task | prompts | gap | missed a sound named in a held-out word the CLAP text misreads | ... that it reads right | missed a sound named in training words | an unprompted sound heard | all heard, out of order |")
+    print("|---|---|---|---|---|---|---|---|")
+    for t, x in summary.items():
+        print(f"| {t} | {x['prompts']} | {x['gap']:.1f} | {x['held-out word, CLAP text misreads it']:.1f} | {x['held-out word, CLAP text reads it right']:.1f} | {x['training word']:.1f} | {x['an unprompted sound heard']:.1f} | {x['all heard, out of order']:.1f} |")
+    for t, x in summary.items():
+        print(f"{t}, unprompted sounds in taken clips (points): " + ", ".join(f"{k} {v:.1f}" for k, v in x["unprompted sounds"].items()))
+    print()
+    print("| sound | held-out phrasing | CLAP text reads (margin) | known wording reads | candidates | sound missed | same sound in training words | heard instead | integrity gap | temporal gap |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        seen = "" if r["missed_in_training_words"] is None else f"{100 * r['missed_in_training_words']:.0f}%"
+        print(f"| {r['event']} | {r['phrasing']} | {r['clap_reads_as']} ({r['clap_margin']:+.2f}) | {r['known_wording_reads_as']} | {r['candidates']} | {100 * r['missed']:.0f}% | {seen} | {r['heard_instead']} | {r['integrity_gap_points']:.1f} | {r['temporal_gap_points']:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"picker": args.picker, "n": args.at, "seeds": args.seeds, "summary": summary, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
