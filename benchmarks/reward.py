@@ -74,7 +74,7 @@ def print_picker_costs(reward: RewardModel, clips: np.ndarray, repeats: int, syn
     prompts = {2: "a puppy barks, then a bell chimes", 3: "a puppy barks, then a bell chimes, then a kitty mews"}
 
     def fresh(picker, prompt: str, clauses: list[str] | None):
-        wording._cache.clear()  # a new prompt each request: the rewording is computed, not looked up
+        wording.clear_cache()  # a new prompt each request: the rewording is computed, not looked up
         return picker.score(prompt, clips, 16000, timeline=clauses)
 
     base = None

@@ -18,6 +18,7 @@ CLAP a reward head was trained on. A reranker without one reads prompts as they 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from services.modeling import CheckpointError
 from services.text_encoder import MINILM, TextEncoder
 
 WORDING_NAME = "known_wording.json"
+REWORD_CACHE_SIZE = 4096  # a served replica sees endless new prompts: keep only the most recent rewordings
 
 
 class KnownWordingConfig(BaseModel):
@@ -49,7 +51,7 @@ class KnownWording:
         self.phrasings = [t for texts in config.phrasings.values() for t in texts]
         self.sound_of = np.array([k for k, texts in enumerate(config.phrasings.values()) for _ in texts])
         self.known = sentence_embeddings(self.encoder, self.phrasings).numpy()
-        self._cache: dict[str, str] = {}
+        self._cache: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, encoder: TextEncoder | None = None) -> KnownWording:
@@ -84,14 +86,22 @@ class KnownWording:
 
     def reword(self, text: str) -> str:
         """`text` with every clause replaced by its `nearest` phrasing; connectives and order stay as written."""
-        if text not in self._cache:
-            clauses = split_clauses(text)
-            pieces, pos = [], 0
-            for clause, new in zip(clauses, self.nearest([c.text for c in clauses])):
-                pieces += [text[pos : clause.start], new]
-                pos = clause.end
-            self._cache[text] = "".join(pieces) + text[pos:]
-        return self._cache[text]
+        if text in self._cache:
+            self._cache.move_to_end(text)
+            return self._cache[text]
+        clauses = split_clauses(text)
+        pieces, pos = [], 0
+        for clause, new in zip(clauses, self.nearest([c.text for c in clauses])):
+            pieces += [text[pos : clause.start], new]
+            pos = clause.end
+        self._cache[text] = reworded = "".join(pieces) + text[pos:]
+        if len(self._cache) > REWORD_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return reworded
+
+    def clear_cache(self) -> None:
+        """Forget every rewording, so the next `reword` of any text is computed again."""
+        self._cache.clear()
 
     def __call__(self, texts: list[str]) -> list[str]:
         return [self.reword(t) for t in texts]

@@ -10,7 +10,7 @@ import pytest
 
 from services.checkpoints import shipped
 from services.modeling import CheckpointError
-from services.wording import WORDING_NAME, InKnownWords, KnownWording, KnownWordingConfig
+from services.wording import REWORD_CACHE_SIZE, WORDING_NAME, InKnownWords, KnownWording, KnownWordingConfig
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,18 @@ def test_close_clauses_take_the_known_phrasing_and_the_rest_of_the_prompt_stays(
     assert wording.reword("waves crash on a beach") == "waves crash on a beach"
     assert wording.reword("") == ""
     assert wording(["a puppy barks", "a bell rings"]) == ["a dog barks", "a bell rings"]
+
+
+def test_the_rewording_cache_keeps_only_the_most_recent_texts(wording, monkeypatch):
+    fresh = KnownWording(wording.config, wording.encoder)
+    monkeypatch.setattr("services.wording.REWORD_CACHE_SIZE", 2)
+    for text in ("a puppy barks", "it is raining", "a puppy barks", "a church bell tolls"):
+        fresh.reword(text)
+    # the least recently used text ("it is raining") went; a text asked for again is still reworded the same
+    assert list(fresh._cache) == ["a puppy barks", "a church bell tolls"]
+    assert fresh.reword("it is raining") == "rain falls" and len(fresh._cache) == 2
+    fresh.clear_cache()
+    assert not fresh._cache and REWORD_CACHE_SIZE >= 1000
 
 
 def test_a_clause_between_two_sounds_is_not_reworded(wording):
