@@ -30,7 +30,7 @@ import numpy as np
 from services.checkpoints import shipped
 from services.reward import RewardModel
 from services.wording import KnownWording
-from training.eval_rerank import PICKERS, candidate_records, heldout_task_specs, novel_word_prompts, picked_candidates, score_candidates
+from training.eval_rerank import PICKERS, candidate_records, heldout_task_specs, novel_word_prompts, pick_per_prompt, picked_candidates, score_candidates
 from training.world.captions import EVENT_PHRASINGS, mentioned_events
 
 TASKS = ("integrity", "temporal")
@@ -47,6 +47,17 @@ def named_heldout_phrasings(prompt: str, events: list[str], clauses: list[str], 
                 named.append((event, phrasing))
                 break
     return named
+
+
+def what_went_wrong(events: list[str], named: dict[str, str], heard: set[str]) -> list[tuple[tuple[str, str], float]]:
+    """A wrong clip's fault as (key, share): each sound it misses, shared equally ((event, held-out phrasing), or
+    ("in training words", event)), else ("unprompted", the sounds, whether the prompt names a sound by a held-out
+    word) when it holds one, else ("all heard", "out of order"), following `training.annotation.oracle_label`."""
+    lacking = [e for e in events if e not in heard]
+    if lacking:
+        return [((e, named[e]) if e in named else ("in training words", e), 1 / len(lacking)) for e in lacking]
+    unprompted = sorted(heard - set(events))
+    return [(("unprompted", ",".join(unprompted), bool(named)) if unprompted else ("all heard", "out of order"), 1.0)]
 
 
 def clap_reading(reward: RewardModel, phrasings: list[str]) -> dict[str, tuple[str, float]]:
@@ -74,11 +85,13 @@ def main() -> None:
     parser.add_argument("--picker", choices=[p for p in PICKERS if p not in ("random", "ceiling")], default="reward")
     parser.add_argument("--at", type=int, default=4, help="N, the candidates the picker chooses among")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw the first table as stacked bars (PNG)")
     args = parser.parse_args()
 
     reward = RewardModel.from_pretrained(shipped("reward"))
     wording = KnownWording.from_pretrained(shipped("wording"))
     gap = {t: Counter() for t in TASKS}  # task -> (event, held-out phrasing) or a category -> summed charge
+    wrong_at_1 = {t: Counter() for t in TASKS}  # the same for every wrong candidate: 1 - accuracy at N=1
     prompts = dict.fromkeys(TASKS, 0)
     mentions: Counter = Counter()  # (event, phrasing) -> candidates naming it
     missed: Counter = Counter()
@@ -94,12 +107,16 @@ def main() -> None:
             scores = score_candidates(directory, reward, reward.clap, timeline=args.picker.endswith("_timeline"))
             picked = picked_candidates(scores, args.picker, args.at)
             prompts[task] += len(labels)
+            charged_before = sum(gap[task].values())
             for i, spec in enumerate(specs):
                 named = dict(named_heldout_phrasings(records[i * args.k].prompt, spec.events, spec.clauses, spec.nouns))
                 if bool(named) != bool(novel[i]):
                     raise ValueError(f"{directory}: prompt {i} ({records[i * args.k].prompt!r}): held-out words {named}, novel_word_prompts says {bool(novel[i])}")
                 heard = [set(records[i * args.k + j].provenance.detected or []) for j in range(args.k)]
-                for detected in heard:
+                for j, detected in enumerate(heard):
+                    if not labels[i, j]:
+                        for key, share in what_went_wrong(spec.events, named, detected):
+                            wrong_at_1[task][key] += share / args.k
                     extra = sorted(detected - set(spec.events))
                     for e in spec.events:
                         if e in named:
@@ -114,13 +131,11 @@ def main() -> None:
                     group = labels[i, g * args.at : (g + 1) * args.at]
                     if labels[i, c] or not group.any():
                         continue
-                    charge = 1 / picked.shape[1]
-                    lacking = [e for e in spec.events if e not in heard[c]]
-                    for e in lacking:
-                        gap[task][(e, named[e]) if e in named else ("in training words", e)] += charge / len(lacking)
-                    unprompted = sorted(heard[c] - set(spec.events))
-                    if not lacking:
-                        gap[task][("unprompted", ",".join(unprompted)) if unprompted else ("all heard", "out of order")] += charge
+                    for key, share in what_went_wrong(spec.events, named, heard[c]):
+                        gap[task][key] += share / picked.shape[1]
+            lost = pick_per_prompt(scores, "ceiling", args.at) - pick_per_prompt(scores, args.picker, args.at)
+            if abs(sum(gap[task].values()) - charged_before - lost.sum()) > 1e-6:  # every lost group charged once
+                raise AssertionError(f"{directory}: charged {sum(gap[task].values()) - charged_before:.4f} prompts, the ceiling minus the picker is {lost.sum():.4f}")
 
     keys = sorted(mentions, key=lambda k: -sum(gap[t][k] for t in TASKS))
     clap_read = clap_reading(reward, [p for _, p in keys])
@@ -139,30 +154,45 @@ def main() -> None:
             **{f"{t}_gap_points": points[t].get((event, phrasing), 0.0) for t in TASKS},
         })
     misread = {(r["event"], r["phrasing"]) for r in rows if r["clap_reads_as"] != r["event"]}
-    summary = {t: {
-        "prompts": prompts[t],
-        "gap": sum(points[t].values()),
-        "held-out word, CLAP text misreads it": sum(v for k, v in points[t].items() if k in misread),
-        "held-out word, CLAP text reads it right": sum(v for k, v in points[t].items() if k in mentions and k not in misread),
-        "training word": sum(v for k, v in points[t].items() if k[0] == "in training words"),
-        "an unprompted sound heard": sum(v for k, v in points[t].items() if k[0] == "unprompted"),
-        "all heard, out of order": points[t].get(("all heard", "out of order"), 0.0),
-        "unprompted sounds": {k[1]: v for k, v in sorted(points[t].items(), key=lambda kv: -kv[1]) if k[0] == "unprompted"},
-    } for t in TASKS}
-    print(f"picker {args.picker}, N={args.at}, samples {args.seeds}: the gap (ceiling - picker, points) by what the taken clip got wrong")
+
+    def by_kind(charged: Counter, task: str) -> dict:
+        pts = {k: 100 * v / prompts[task] for k, v in charged.items()}
+        return {
+            "total": sum(pts.values()),
+            "held-out word, CLAP text misreads it": sum(v for k, v in pts.items() if k in misread),
+            "held-out word, CLAP text reads it right": sum(v for k, v in pts.items() if k in mentions and k not in misread),
+            "training word": sum(v for k, v in pts.items() if k[0] == "in training words"),
+            "an unprompted sound heard": sum(v for k, v in pts.items() if k[0] == "unprompted"),
+            "an unprompted sound heard, prompt with held-out words": sum(v for k, v in pts.items() if k[0] == "unprompted" and k[2]),
+            "all heard, out of order": pts.get(("all heard", "out of order"), 0.0),
+            "unprompted sounds": dict(sum((Counter({k[1]: v}) for k, v in pts.items() if k[0] == "unprompted"), Counter()).most_common()),
+        }
+
+    summary = {t: {"prompts": prompts[t], "wrong at N=1": by_kind(wrong_at_1[t], t), "gap": by_kind(gap[t], t)} for t in TASKS}
+    print(f"picker {args.picker}, N={args.at}, samples {args.seeds}, points of each task's accuracy by what the wrong clip got wrong:")
+    print(f"wrong at N=1 (1 - the mean of all candidates), and the gap at N={args.at} (the ceiling - the picker, charged to the clip it took)")
     print()
-    print("| task | prompts | gap | missed a sound named in a held-out word the CLAP text misreads | ... that it reads right | missed a sound named in training words | an unprompted sound heard | all heard, out of order |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | prompts | points | total | missed a sound named in a held-out word the CLAP text misreads | ... that it reads right | missed a sound named in training words | an unprompted sound heard (of which, prompts with held-out words) | all heard, out of order |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for t, x in summary.items():
-        print(f"| {t} | {x['prompts']} | {x['gap']:.1f} | {x['held-out word, CLAP text misreads it']:.1f} | {x['held-out word, CLAP text reads it right']:.1f} | {x['training word']:.1f} | {x['an unprompted sound heard']:.1f} | {x['all heard, out of order']:.1f} |")
+        for what in ("wrong at N=1", "gap"):
+            y = x[what]
+            label = what if what != "gap" else f"gap at N={args.at}"
+            print(f"| {t} | {x['prompts']} | {label} | {y['total']:.1f} | {y['held-out word, CLAP text misreads it']:.1f} | {y['held-out word, CLAP text reads it right']:.1f} | {y['training word']:.1f} | {y['an unprompted sound heard']:.1f} ({y['an unprompted sound heard, prompt with held-out words']:.1f}) | {y['all heard, out of order']:.1f} |")
     for t, x in summary.items():
-        print(f"{t}, unprompted sounds in taken clips (points): " + ", ".join(f"{k} {v:.1f}" for k, v in x["unprompted sounds"].items()))
+        print(f"{t}, unprompted sounds in the taken clips (gap points): " + ", ".join(f"{k} {v:.1f}" for k, v in x["gap"]["unprompted sounds"].items()))
     print()
     print("| sound | held-out phrasing | CLAP text reads (margin) | known wording reads | candidates | sound missed | same sound in training words | heard instead | integrity gap | temporal gap |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         seen = "" if r["missed_in_training_words"] is None else f"{100 * r['missed_in_training_words']:.0f}%"
         print(f"| {r['event']} | {r['phrasing']} | {r['clap_reads_as']} ({r['clap_margin']:+.2f}) | {r['known_wording_reads_as']} | {r['candidates']} | {100 * r['missed']:.0f}% | {seen} | {r['heard_instead']} | {r['integrity_gap_points']:.1f} | {r['temporal_gap_points']:.1f} |")
+    if args.plot:
+        from training.plots import stacked_bars
+
+        kinds = ("held-out word, CLAP text misreads it", "held-out word, CLAP text reads it right", "training word", "an unprompted sound heard", "all heard, out of order")
+        bars = {f"{t}\n{'wrong at N=1' if w != 'gap' else f'gap at N={args.at}'}": {k: summary[t][w][k] for k in kinds} for t in TASKS for w in ("wrong at N=1", "gap")}
+        stacked_bars(bars, args.plot, f"what the wrong clip got wrong ({args.picker} at N={args.at}; samples {', '.join(map(str, args.seeds))})", "points of accuracy")
     if args.json:
         args.json.write_text(json.dumps({"picker": args.picker, "n": args.at, "seeds": args.seeds, "summary": summary, "rows": rows}, indent=1))
 

@@ -81,3 +81,26 @@ def training_curves(logs: dict[str, list[dict]], keys: tuple[str, ...], path: st
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def stacked_bars(bars: dict[str, dict[str, float]], path: str | Path, title: str, ylabel: str) -> Path:
+    """One bar per key of `bars`, stacked from its parts (the same part names in every bar, in order)."""
+    parts = list(next(iter(bars.values())))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(bars), 4.2))
+    bottom = np.zeros(len(bars))
+    for part in parts:
+        heights = np.array([b[part] for b in bars.values()])
+        ax.bar(list(bars), heights, bottom=bottom, label=part)
+        bottom += heights
+    for x, total in enumerate(bottom):
+        ax.text(x, total, f"{total:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
