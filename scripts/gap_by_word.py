@@ -30,8 +30,10 @@ import numpy as np
 from services.checkpoints import shipped
 from services.reward import RewardModel
 from services.wording import KnownWording
+from training.eval_generator import uses_novel_template
 from training.eval_rerank import PICKERS, candidate_records, heldout_task_specs, novel_word_prompts, pick_per_prompt, picked_candidates, score_candidates
 from training.world.captions import EVENT_PHRASINGS, mentioned_events
+from training.world.clips import has_heldout_pair
 
 TASKS = ("integrity", "temporal")
 
@@ -98,6 +100,8 @@ def main() -> None:
     heard_instead: dict[tuple[str, str], Counter] = defaultdict(Counter)
     seen_mentions: Counter = Counter()  # event -> candidates naming it in training words
     seen_missed: Counter = Counter()
+    # prompts in training words, by what makes them held out: task -> (novelty, "prompts" | "wrong at N=1" | "gap")
+    seen_prompts = {t: Counter() for t in TASKS}
     for task in TASKS:
         for seed in args.seeds:
             directory = args.candidates / (f"{task}-n{args.n}-k{args.k}" + ("" if seed == 1 else f"-seed{seed}"))
@@ -113,6 +117,10 @@ def main() -> None:
                 if bool(named) != bool(novel[i]):
                     raise ValueError(f"{directory}: prompt {i} ({records[i * args.k].prompt!r}): held-out words {named}, novel_word_prompts says {bool(novel[i])}")
                 heard = [set(records[i * args.k + j].provenance.detected or []) for j in range(args.k)]
+                novelty = None if named else " and ".join(n for n, hit in (("event pair", has_heldout_pair(spec.events)), ("template", uses_novel_template(spec))) if hit) or "neither"
+                if novelty:
+                    seen_prompts[task][(novelty, "prompts")] += 1
+                    seen_prompts[task][(novelty, "wrong at N=1")] += 1 - labels[i].mean()
                 for j, detected in enumerate(heard):
                     if not labels[i, j]:
                         for key, share in what_went_wrong(spec.events, named, detected):
@@ -133,6 +141,8 @@ def main() -> None:
                         continue
                     for key, share in what_went_wrong(spec.events, named, heard[c]):
                         gap[task][key] += share / picked.shape[1]
+                    if novelty:
+                        seen_prompts[task][(novelty, "gap")] += 1 / picked.shape[1]
             lost = pick_per_prompt(scores, "ceiling", args.at) - pick_per_prompt(scores, args.picker, args.at)
             if abs(sum(gap[task].values()) - charged_before - lost.sum()) > 1e-6:  # every lost group charged once
                 raise AssertionError(f"{directory}: charged {sum(gap[task].values()) - charged_before:.4f} prompts, the ceiling minus the picker is {lost.sum():.4f}")
@@ -181,6 +191,16 @@ def main() -> None:
             print(f"| {t} | {x['prompts']} | {label} | {y['total']:.1f} | {y['held-out word, CLAP text misreads it']:.1f} | {y['held-out word, CLAP text reads it right']:.1f} | {y['training word']:.1f} | {y['an unprompted sound heard']:.1f} ({y['an unprompted sound heard, prompt with held-out words']:.1f}) | {y['all heard, out of order']:.1f} |")
     for t, x in summary.items():
         print(f"{t}, unprompted sounds in the taken clips (gap points): " + ", ".join(f"{k} {v:.1f}" for k, v in x["gap"]["unprompted sounds"].items()))
+    print()
+    print("Prompts in training words, by what makes them held out (points of the task's accuracy):")
+    print()
+    print(f"| task | held out in | prompts | wrong at N=1 | gap at N={args.at} |")
+    print("|---|---|---|---|---|")
+    for t in TASKS:
+        for novelty in sorted({k[0] for k in seen_prompts[t]}):
+            c = seen_prompts[t]
+            print(f"| {t} | {novelty} | {int(c[(novelty, 'prompts')])} | {100 * c[(novelty, 'wrong at N=1')] / prompts[t]:.1f} | {100 * c[(novelty, 'gap')] / prompts[t]:.1f} |")
+        summary[t]["training-word prompts by novelty"] = {f"{k[0]}: {k[1]}": (v if k[1] == "prompts" else 100 * v / prompts[t]) for k, v in sorted(seen_prompts[t].items())}
     print()
     print("| sound | held-out phrasing | CLAP text reads (margin) | known wording reads | candidates | sound missed | same sound in training words | heard instead | integrity gap | temporal gap |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -289,6 +289,19 @@ def test_teacher_worded_pretraining_clips_keep_their_sounds():
     assert world_clips(40, 0, teacher_share=1.0, teacher_words=TEACHER)[0] != plain_captions
 
 
+def test_single_event_pretraining_clips_hold_no_composition():
+    """--pretrain-task single: every pretraining clip is one event under its caption, so the pretraining term
+    holds none of the compositions the integrity and temporal feedback asks for."""
+    from training.train_baton import world_clips
+    from training.world.captions import mentioned_events
+
+    captions, audio = world_clips(30, 0, task="single")
+    assert len(captions) == len(audio) == 30
+    assert all(len(mentioned_events(c)) == 1 for c in captions), captions
+    mixed, _ = world_clips(30, 0)
+    assert any(len(mentioned_events(c)) > 1 for c in mixed)
+
+
 def test_the_same_command_fine_tunes_a_converted_tango(feedback, tmp_path):
     from services.tango_convert import convert_tango
     from tests.test_tango_convert import TINY_T5, write_tango_dir

@@ -37,6 +37,7 @@ from services.generator import TangoPipeline, with_position_channels, with_token
 from services.manifest import MANIFEST, checkpoint_version, current_commit, write_manifest
 from services.timeline import TimelineMask, parse_timeline
 from training.train_generator import Stage, min_snr_weight, pick_device, show, with_clause_channels
+from training.world.clips import Task
 
 CFG_DROPOUT = 0.1  # on the pretraining half only: keeps the unconditional branch guidance needs
 TRAINING_LOG = "baton_log.jsonl"  # per step: loss, pretrain and feedback terms, lr
@@ -149,11 +150,12 @@ def hardest_prompts(prompts: list[str], weights: np.ndarray, share: float) -> np
     return keep
 
 
-def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: dict[str, list[str]] | None = None) -> tuple[list[str], list[np.ndarray]]:
+def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: dict[str, list[str]] | None = None, task: Task | None = None) -> tuple[list[str], list[np.ndarray]]:
     """Ground-truth train clips of the world and their captions (the pretraining term's data). A
     `teacher_share` of them name their events by teacher words (`training.teacher_words`, computed when not
     given) instead of the world's training phrasings: the same sounds under words the captions never use,
-    never held-out ones."""
+    never held-out ones. `task` draws every clip of one task ("single": one event, none of the compositions
+    the feedback tasks ask for, as AudioCaps held none of BATON's); default the world's mix."""
     from training.build_dataset import teacher_rewording
     from training.world.clips import make_clip
 
@@ -165,7 +167,7 @@ def world_clips(n: int, seed: int, teacher_share: float = 0.0, teacher_words: di
     clips = []
     for i in tqdm(range(n), desc="render world clips"):
         # its own stream for the wording, so the clips themselves are those of teacher_share = 0
-        clips.append(make_clip(seed, "train", i, reword=teacher_rewording(np.random.default_rng([seed, 53, i]), teacher_share, words)))
+        clips.append(make_clip(seed, "train", i, task=task, reword=teacher_rewording(np.random.default_rng([seed, 53, i]), teacher_share, words)))
     return [c.truth.caption for c in clips], [c.audio for c in clips]
 
 
@@ -296,6 +298,7 @@ def train_baton(
     lr: float = 1e-4,
     n_pretrain: int = 2500,
     pretrain_teacher_share: float = 0.0,
+    pretrain_task: Task | None = None,
     clause_only_rate: float = 0.0,
     clause_channels: bool = False,
     seed: int = 0,
@@ -343,12 +346,14 @@ def train_baton(
         data_description["own_latents"] = True
     if hard_prompt_share < 1:  # older caches (every prompt, without the key) stay valid
         data_description["hard_prompt_share"] = hard_prompt_share
+    if pretrain_task is not None:  # older caches (the world's task mix, without the key) stay valid
+        data_description["pretrain_task"] = pretrain_task
     if cache.is_file() and (work_dir / "data.json").is_file() and json.loads((work_dir / "data.json").read_text())["key"] == data_description:
         saved = torch.load(cache, weights_only=True)
         pre, fb = (LatentSet(**saved[k]) for k in ("pretrain", "feedback"))
         described = json.loads((work_dir / "data.json").read_text())["feedback"]
     else:
-        captions, audio = world_clips(n_pretrain, seed, pretrain_teacher_share)
+        captions, audio = world_clips(n_pretrain, seed, pretrain_teacher_share, task=pretrain_task)
         pre = encode_set(pipe, captions, audio, np.ones(len(captions), np.float32))
         prompts, paths, weights, described, own = feedback_clips(hd_dirs, rd_dirs, reward_model_dir, None if reencode_feedback else checkpoint_version(init), hard_prompt_share)
         if prompts:
@@ -422,7 +427,7 @@ def train_baton(
         git_commit=commit_at_start,
         extra={
             **origin,
-            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "pretrain_teacher_share": pretrain_teacher_share, "clause_only_rate": clause_only_rate, "clause_channels": pipe.config.clause_channels, "widened_for_clause_channels": widened_from_base, "n_pretrain": len(pre), "feedback_clips": len(fb), "hard_prompt_share": hard_prompt_share},
+            "baton": {"beta": beta, "steps": stage.step, "batch_size_per_term": batch_size, "lr": lr, "timeline": pipe.config.default_timeline, "snr_gamma": 5.0, "cfg_dropout_pretrain": CFG_DROPOUT, "pretrain_teacher_share": pretrain_teacher_share, "pretrain_task": pretrain_task or "any", "clause_only_rate": clause_only_rate, "clause_channels": pipe.config.clause_channels, "widened_for_clause_channels": widened_from_base, "n_pretrain": len(pre), "feedback_clips": len(fb), "hard_prompt_share": hard_prompt_share},
             "data": described,
             "final_loss": {k: history[-1][k] for k in ("loss", "pretrain", "feedback")} if history else None,
             "evaluation": evaluation,

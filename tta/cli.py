@@ -246,6 +246,7 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True, help="BATON's 1e-5 scaled like the pretraining rates (TANGO 3e-5, our mini UNet 4e-4); use 1e-5 for a real TANGO")
 @click.option("--n-pretrain", type=click.IntRange(1), default=2500, show_default=True, help="ground-truth world clips in the pretraining term")
 @click.option("--pretrain-teacher-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of the pretraining clips captioned with teacher words for their events (never held-out words)")
+@click.option("--pretrain-task", type=click.Choice(["any", "single", "integrity", "temporal"]), default="any", show_default=True, help="draw every pretraining clip of one task; single: one event each, none of the feedback tasks' compositions (as AudioCaps held none of BATON's)")
 @click.option("--clause-channels", is_flag=True, help="give the generator clause channels first (services.clauses; its UNet widened with zero weights) when it has none")
 @click.option("--clause-only-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of pretraining rows whose token states are hidden, so the UNet learns to read the clause channels alone (a generator with clause channels)")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
@@ -256,7 +257,7 @@ def train_reward_cmd(data_dirs: tuple[Path, ...], label_files: tuple[Path, ...],
 @click.option("--reencode-feedback", is_flag=True, help="train on the feedback audio re-encoded by the VAE even where the init stored its own latents when it built the set (the ablation)")
 @click.option("--hard-prompt-share", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="keep, of each feedback set, only this share of its prompts: those with the lowest mean r over their clips (the ones the init gets wrong most)")
 @click.option("--device", default=None, help="cpu or cuda[:i] (default: cuda when present)")
-def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, clause_channels: bool, clause_only_rate: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, reencode_feedback: bool, hard_prompt_share: float, device: str | None) -> None:
+def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: tuple[Path, ...], reward_dir: Path | None, beta: float, steps: int, batch_size: int, lr: float, n_pretrain: int, pretrain_teacher_share: float, pretrain_task: str, clause_channels: bool, clause_only_rate: float, seed: int, out: Path, work_dir: Path, checkpoint_every: int, eval_n: int, reencode_feedback: bool, hard_prompt_share: float, device: str | None) -> None:
     """BATON fine-tuning: beta * pretraining loss + reward-weighted loss on generated clips (UNet only).
     With no feedback directories it trains the pretraining term alone (an ablation row)."""
     from services.checkpoints import shipped
@@ -276,6 +277,7 @@ def train_baton_cmd(init_dir: Path | None, hd_dirs: tuple[Path, ...], rd_dirs: t
             lr=lr,
             n_pretrain=n_pretrain,
             pretrain_teacher_share=pretrain_teacher_share,
+            pretrain_task=None if pretrain_task == "any" else pretrain_task,
             clause_only_rate=clause_only_rate,
             clause_channels=clause_channels,
             seed=seed,
