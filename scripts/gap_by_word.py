@@ -3,19 +3,19 @@
 For the candidate sets of `tta eval rerank` (one per sample), every group of N candidates that holds a right clip
 but where the picker took a wrong one (`training.eval_rerank.picked_candidates`) is charged to what the taken clip
 got wrong (`training.annotation.oracle_label`): each sound it misses (shared equally), else an unprompted sound it
-holds, else "out of order". Summed per task, the charges are
-the gap at N (the any-of-N ceiling minus the picker), in points of the task's accuracy. Per held-out event
-phrasing it prints:
-- how the judges' text side reads it: the nearest sound of the shipped CLAP's text embedding (cosine to the mean
-  embedding of each sound's training phrasings, with the margin to the next sound) and the known wording's
-  rewording (`services.wording`, MiniLM; "kept" when no phrasing is close enough);
+holds, else "out of order". Summed per task, the charges are the gap at N (the any-of-N ceiling minus the picker),
+in points of the task's accuracy; the same rule over every wrong candidate gives the errors at N=1. It prints:
+- both, by kind of fault, and the prompts in training words by what makes them held out (pair or template);
+- per held-out event phrasing, how the judges' text side reads it: the nearest sound of the shipped CLAP's text
+  embedding (cosine to the mean embedding of each sound's training phrasings, with the margin to the next sound)
+  and the known wording's rewording (`services.wording`, MiniLM; "kept" when no phrasing is close enough);
 - how the generator reads it: the share of candidates that miss the sound it names (beside the same sound named
   in training words), and the sound most often heard instead;
 - the gap points charged to a taken clip missing that sound.
 
   python scripts/gap_by_word.py --candidates runs/rerank-v3 --seeds 1 2 3 4 --picker reward --at 4
 
-~2 min per sample on 2 CPU cores (the by-stretch pickers score every set again).
+~1 min per sample on 2 CPU cores for the whole-clip pickers, more for the by-stretch ones (every set is scored again).
 """
 
 from __future__ import annotations
