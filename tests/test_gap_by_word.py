@@ -1,4 +1,4 @@
-"""scripts/gap_by_word.py: charging a wrong clip to what it got wrong, as the oracle judges it."""
+"""scripts/gap_by_word.py and scripts/paired_by_novelty.py: charging a wrong clip to what it got wrong, and reading eval sets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ import pytest
 
 from training.world.captions import EVENT_PHRASINGS
 
-_SPEC = importlib.util.spec_from_file_location("gap_by_word", Path(__file__).parents[1] / "scripts" / "gap_by_word.py")
-gap_by_word = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(gap_by_word)
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gap_by_word = _load_script("gap_by_word")
 
 
 def test_missing_sounds_share_the_fault_equally_and_keep_their_held_out_phrasing() -> None:
@@ -39,3 +45,15 @@ def test_held_out_phrasings_are_found_by_clause_or_noun_and_training_phrasings_a
     assert named == [("dog_bark", dog.heldout_nouns[0])]
     training_only = f"{dog.clauses[0]} and {cat.clauses[0]}"
     assert gap_by_word.named_heldout_phrasings(training_only, ["dog_bark", "cat_meow"], [dog.clauses[0], cat.clauses[0]], [dog.nouns[0], cat.nouns[0]]) == []
+
+
+def test_paired_by_novelty_reads_the_sample_from_the_set_name_and_refuses_ambiguity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
+    paired = _load_script("paired_by_novelty")
+    (tmp_path / "a" / "integrity-n60-k4").mkdir(parents=True)
+    (tmp_path / "b" / "temporal-n30-k8-seed3").mkdir(parents=True)
+    assert paired.candidate_set(tmp_path / "a", "integrity")[1:] == (60, 4, 1)
+    assert paired.candidate_set(tmp_path / "b", "temporal")[1:] == (30, 8, 3)
+    (tmp_path / "a" / "integrity-n60-k4-seed2").mkdir()
+    with pytest.raises(SystemExit, match="expected one integrity"):
+        paired.candidate_set(tmp_path / "a", "integrity")
