@@ -16,37 +16,20 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from gap_by_word import TASKS, named_heldout_phrasings
-
+from training.eval_baton import paired_candidate_sets
 from training.eval_generator import uses_novel_template
-from training.eval_rerank import heldout_task_specs
+from training.eval_rerank import heldout_task_specs, novel_word_prompts
 from training.world.clips import has_heldout_pair
 
 GROUPS = ("held-out words", "held-out template", "held-out pair", "neither")
 
 
-def candidate_set(row: Path, task: str) -> tuple[Path, int, int, int]:
-    """The one `{task}-n{N}-k{K}[-seedS]` set under a row directory, with N, K and the sample seed."""
-    found = sorted(row.glob(f"{task}-n*-k*"))
-    if len(found) != 1:
-        raise SystemExit(f"{row}: expected one {task}-n*-k* set, found {[p.name for p in found]}")
-    parts = found[0].name.split("-")
-    seed = int(parts[3].removeprefix("seed")) if len(parts) > 3 else 1
-    return found[0], int(parts[1][1:]), int(parts[2][1:]), seed
-
-
-def accepted_per_prompt(directory: Path, k: int) -> tuple[list[str], list[float]]:
-    records = [json.loads(line) for line in (directory / "records.jsonl").read_text().splitlines() if line.strip()]
-    prompts = [records[i]["prompt"] for i in range(0, len(records), k)]
-    return prompts, [sum(r["label"] for r in records[i : i + k]) / k for i in range(0, len(records), k)]
-
-
-def group_of(prompt: str, spec) -> str:
-    if named_heldout_phrasings(prompt, spec.events, spec.clauses, spec.nouns):
-        return "held-out words"
-    if uses_novel_template(spec):
-        return "held-out template"
-    return "held-out pair" if has_heldout_pair(spec.events) else "neither"
+def prompt_groups(directory: Path) -> list[str]:
+    """Each prompt's group (GROUPS) in a held-out candidate set; an error if the set is not the seed's prompts."""
+    novel = novel_word_prompts(directory)  # also checks the set holds its seed's held-out prompts
+    settings = json.loads((directory / "dataset.json").read_text())
+    specs = heldout_task_specs(settings["task"], len(novel), settings["seed"])
+    return [GROUPS[0] if words else GROUPS[1] if uses_novel_template(s) else GROUPS[2] if has_heldout_pair(s.events) else GROUPS[3] for words, s in zip(novel, specs)]
 
 
 def main() -> None:
@@ -57,29 +40,21 @@ def main() -> None:
     if len(args.a) != len(args.b):
         raise SystemExit(f"got {len(args.a)} --a and {len(args.b)} --b; give one of each per sample")
 
-    print("| task | held out by | prompts | B | A | A - B on these | A - B, points of the task |")
-    print("|---|---|---|---|---|---|---|")
-    for task in TASKS:
-        sums: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-        total = 0
-        for row_a, row_b in zip(args.a, args.b):
-            set_a, n, k, seed = candidate_set(row_a, task)
-            set_b, n_b, k_b, seed_b = candidate_set(row_b, task)
-            if (n, k, seed) != (n_b, k_b, seed_b):
-                raise SystemExit(f"{set_a} and {set_b} are not the same sample")
-            prompts, acc_a = accepted_per_prompt(set_a, k)
-            prompts_b, acc_b = accepted_per_prompt(set_b, k)
-            if prompts != prompts_b:
-                raise SystemExit(f"{set_a} and {set_b} hold different prompts")
-            for prompt, spec, a, b in zip(prompts, heldout_task_specs(task, n, seed), acc_a, acc_b):
-                s = sums[group_of(prompt, spec)]
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0.0]))  # task -> group -> prompts, B, A
+    for row_a, row_b in zip(args.a, args.b):
+        for directory, task, labels_a, labels_b in paired_candidate_sets(row_a, row_b):
+            for group, a, b in zip(prompt_groups(directory), labels_a.mean(1), labels_b.mean(1)):
+                s = sums[task][group]
                 s[0] += 1
                 s[1] += b
                 s[2] += a
-            total += n
+    print("| task | held out by | prompts | B | A | A - B on these | A - B, points of the task |")
+    print("|---|---|---|---|---|---|---|")
+    for task in sorted(sums):
+        total = sum(s[0] for s in sums[task].values())
         for group in GROUPS:
-            if group in sums:
-                count, b, a = sums[group]
+            if group in sums[task]:
+                count, b, a = sums[task][group]
                 print(f"| {task} | {group} | {int(count)} | {b / count:.3f} | {a / count:.3f} | {100 * (a - b) / count:+.1f} | {100 * (a - b) / total:+.1f} |")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,39 @@ def test_held_out_phrasings_are_found_by_clause_or_noun_and_training_phrasings_a
     assert gap_by_word.named_heldout_phrasings(training_only, ["dog_bark", "cat_meow"], [dog.clauses[0], cat.clauses[0]], [dog.nouns[0], cat.nouns[0]]) == []
 
 
-def test_paired_by_novelty_reads_the_sample_from_the_set_name_and_refuses_ambiguity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
+def _candidate_set(directory: Path, task: str, n: int, seed: int, labels: list[list[int]]) -> Path:
+    """A held-out candidate set as `tta eval baton` writes it: K records per prompt, oracle labels, dataset.json."""
+    from training.annotation import AnnotationRecord, Provenance, write_annotations
+    from training.eval_generator import prompt_of
+    from training.eval_rerank import heldout_task_specs
+
+    directory.mkdir(parents=True)
+    specs = heldout_task_specs(task, n, seed)
+    records = [
+        AnnotationRecord(prompt=prompt_of(s).prompt, audio=f"audio/{i}_{j}.wav", task=task, label=label, annotator="simulated", provenance=Provenance(source="simulated", oracle_label=label))
+        for i, (s, row) in enumerate(zip(specs, labels)) for j, label in enumerate(row)
+    ]
+    write_annotations(directory / "records.jsonl", records)
+    (directory / "dataset.json").write_text(json.dumps({"task": task, "seed": seed, "clips_per_prompt": len(labels[0])}))
+    return directory
+
+
+def test_paired_by_novelty_groups_each_prompt_once_and_refuses_sets_that_do_not_pair(tmp_path: Path) -> None:
+    from training.eval_baton import paired_candidate_sets, paired_difference
+    from training.eval_generator import uses_novel_words
+    from training.eval_rerank import heldout_task_specs
+
     paired = _load_script("paired_by_novelty")
-    (tmp_path / "a" / "integrity-n60-k4").mkdir(parents=True)
-    (tmp_path / "b" / "temporal-n30-k8-seed3").mkdir(parents=True)
-    assert paired.candidate_set(tmp_path / "a", "integrity")[1:] == (60, 4, 1)
-    assert paired.candidate_set(tmp_path / "b", "temporal")[1:] == (30, 8, 3)
-    (tmp_path / "a" / "integrity-n60-k4-seed2").mkdir()
-    with pytest.raises(SystemExit, match="expected one integrity"):
-        paired.candidate_set(tmp_path / "a", "integrity")
+    n, seed = 12, 2
+    a = _candidate_set(tmp_path / "a" / "integrity-n12-k2-seed2", "integrity", n, seed, [[1, 1]] * n)
+    _candidate_set(tmp_path / "b" / "integrity-n12-k2-seed2", "integrity", n, seed, [[1, 0]] * (n // 2) + [[0, 0]] * (n // 2))
+    groups = paired.prompt_groups(a)
+    assert len(groups) == n and set(groups) <= set(paired.GROUPS)
+    # held-out words come first: every prompt naming a held-out word is in that group whatever else it holds
+    assert [g == "held-out words" for g in groups] == [uses_novel_words(s) for s in heldout_task_specs("integrity", n, seed)]
+    [(directory, task, labels_a, labels_b)] = paired_candidate_sets(tmp_path / "a", tmp_path / "b")
+    assert (directory, task) == (a, "integrity") and labels_a.mean() == 1.0 and labels_b.mean() == 0.25
+    assert paired_difference([(tmp_path / "a", tmp_path / "b")])["integrity"]["delta"] == pytest.approx(0.75)
+    _candidate_set(tmp_path / "c" / "integrity-n12-k2-seed2", "integrity", n, seed + 1, [[1, 1]] * n)  # another seed's prompts
+    with pytest.raises(ValueError, match="different prompts"):
+        paired_candidate_sets(tmp_path / "a", tmp_path / "c")

@@ -122,16 +122,25 @@ def paired_difference(pairs: list[tuple[Path, Path]]) -> dict[str, dict]:
         raise ValueError("no pairs of row directories to compare")
     diffs: dict[str, list[np.ndarray]] = {}
     for a, b in pairs:
-        tasks_a = {d.name: d for d in Path(a).iterdir() if (d / "records.jsonl").is_file()} if Path(a).is_dir() else {}
-        tasks_b = {d.name: d for d in Path(b).iterdir() if (d / "records.jsonl").is_file()} if Path(b).is_dir() else {}
-        if not tasks_a or tasks_a.keys() != tasks_b.keys():
-            raise ValueError(f"{a} and {b} must hold the same candidate sets (rows of one `tta eval baton --n N --seed S`); they hold {sorted(tasks_a) or 'none'} and {sorted(tasks_b) or 'none'}")
-        for name in sorted(tasks_a):
-            (records_a, labels_a), (records_b, labels_b) = candidate_records(tasks_a[name]), candidate_records(tasks_b[name])
-            if [r.prompt for r in records_a] != [r.prompt for r in records_b] or labels_a.shape != labels_b.shape:
-                raise ValueError(f"{tasks_a[name]} and {tasks_b[name]}: different prompts or candidate counts, so not a paired comparison")
-            diffs.setdefault(records_a[0].task, []).append(labels_a.mean(1) - labels_b.mean(1))
+        for _, task, labels_a, labels_b in paired_candidate_sets(a, b):
+            diffs.setdefault(task, []).append(labels_a.mean(1) - labels_b.mean(1))
     return {task: pooled_difference(d) for task, d in diffs.items()}
+
+
+def paired_candidate_sets(a: Path, b: Path) -> list[tuple[Path, str, np.ndarray, np.ndarray]]:
+    """(A's set directory, its task, A's labels [P, K], B's labels) for every candidate set two row directories
+    of one `tta eval baton --n N --seed S` hold; an error unless they hold the same sets of the same prompts."""
+    tasks_a = {d.name: d for d in Path(a).iterdir() if (d / "records.jsonl").is_file()} if Path(a).is_dir() else {}
+    tasks_b = {d.name: d for d in Path(b).iterdir() if (d / "records.jsonl").is_file()} if Path(b).is_dir() else {}
+    if not tasks_a or tasks_a.keys() != tasks_b.keys():
+        raise ValueError(f"{a} and {b} must hold the same candidate sets (rows of one `tta eval baton --n N --seed S`); they hold {sorted(tasks_a) or 'none'} and {sorted(tasks_b) or 'none'}")
+    sets = []
+    for name in sorted(tasks_a):
+        (records_a, labels_a), (records_b, labels_b) = candidate_records(tasks_a[name]), candidate_records(tasks_b[name])
+        if [r.prompt for r in records_a] != [r.prompt for r in records_b] or labels_a.shape != labels_b.shape:
+            raise ValueError(f"{tasks_a[name]} and {tasks_b[name]}: different prompts or candidate counts, so not a paired comparison")
+        sets.append((tasks_a[name], records_a[0].task, labels_a, labels_b))
+    return sets
 
 
 def baton_table(rows: dict[str, dict[str, float]]) -> dict[str, float]:
