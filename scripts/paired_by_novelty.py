@@ -3,7 +3,8 @@
 Each prompt falls in the first group that fits: it names an event by a held-out word, it uses a held-out template,
 its event pair is held out, or none of these (DESIGN.md section 3). Per group and task it prints the prompts, both
 rows' N=1 accuracy (the mean over the K candidates), their difference on those prompts, and that difference in
-points of the whole task, so the last column sums to what `tta eval paired` reports.
+points of the whole task (that column sums to what `tta eval paired` reports), and what B gets wrong there in
+points of the task: the most any row could gain on that group.
 
   python scripts/paired_by_novelty.py --a runs/bf/eval-b0/seed1/hd_rd --a runs/bf/eval-b0/seed2/hd_rd \
       --b runs/bf/eval-b0/seed1/base --b runs/bf/eval-b0/seed2/base
@@ -32,6 +33,19 @@ def prompt_groups(directory: Path) -> list[str]:
     return [GROUPS[0] if words else GROUPS[1] if uses_novel_template(s) else GROUPS[2] if has_heldout_pair(s.events) else GROUPS[3] for words, s in zip(novel, specs)]
 
 
+def group_sums(pairs: list[tuple[Path, Path]]) -> dict[str, dict[str, tuple[int, float, float]]]:
+    """task -> group -> (prompts, B's summed N=1 accuracy, A's) over every sample's (row A, row B)."""
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0.0]))
+    for row_a, row_b in pairs:
+        for directory, task, labels_a, labels_b in paired_candidate_sets(row_a, row_b):
+            for group, a, b in zip(prompt_groups(directory), labels_a.mean(1), labels_b.mean(1)):
+                s = sums[task][group]
+                s[0] += 1
+                s[1] += float(b)
+                s[2] += float(a)
+    return {task: {g: (int(s[0]), s[1], s[2]) for g, s in groups.items()} for task, groups in sums.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--a", type=Path, action="append", required=True, help="a row directory (--work-dir/NAME); once per sample")
@@ -40,22 +54,19 @@ def main() -> None:
     if len(args.a) != len(args.b):
         raise SystemExit(f"got {len(args.a)} --a and {len(args.b)} --b; give one of each per sample")
 
-    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0.0]))  # task -> group -> prompts, B, A
-    for row_a, row_b in zip(args.a, args.b):
-        for directory, task, labels_a, labels_b in paired_candidate_sets(row_a, row_b):
-            for group, a, b in zip(prompt_groups(directory), labels_a.mean(1), labels_b.mean(1)):
-                s = sums[task][group]
-                s[0] += 1
-                s[1] += b
-                s[2] += a
-    print("| task | held out by | prompts | B | A | A - B on these | A - B, points of the task |")
-    print("|---|---|---|---|---|---|---|")
+    sums = group_sums(list(zip(args.a, args.b)))
+    # B's errors in points of the task: the most any A could gain on that group, so what a goal can ask of it
+    print("| task | held out by | prompts | B | A | A - B on these | A - B, points of the task | B's errors, points of the task |")
+    print("|---|---|---|---|---|---|---|---|")
     for task in sorted(sums):
-        total = sum(s[0] for s in sums[task].values())
+        total = sum(count for count, _, _ in sums[task].values())
         for group in GROUPS:
             if group in sums[task]:
                 count, b, a = sums[task][group]
-                print(f"| {task} | {group} | {int(count)} | {b / count:.3f} | {a / count:.3f} | {100 * (a - b) / count:+.1f} | {100 * (a - b) / total:+.1f} |")
+                print(
+                    f"| {task} | {group} | {count} | {b / count:.3f} | {a / count:.3f} | {100 * (a - b) / count:+.1f} "
+                    f"| {100 * (a - b) / total:+.1f} | {100 * (count - b) / total:.1f} |"
+                )
 
 
 if __name__ == "__main__":

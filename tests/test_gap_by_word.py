@@ -81,6 +81,14 @@ def test_paired_by_novelty_groups_each_prompt_once_and_refuses_sets_that_do_not_
     [(directory, task, labels_a, labels_b)] = paired_candidate_sets(tmp_path / "a", tmp_path / "b")
     assert (directory, task) == (a, "integrity") and labels_a.mean() == 1.0 and labels_b.mean() == 0.25
     assert paired_difference([(tmp_path / "a", tmp_path / "b")])["integrity"]["delta"] == pytest.approx(0.75)
+    # per group: B is right on half a prompt's clips in the first half, on none in the second; A on all of them
+    sums = paired.group_sums([(tmp_path / "a", tmp_path / "b")] * 2)["integrity"]  # the same sample twice counts twice
+    expected_b = {g: 0.0 for g in set(groups)}
+    for i, g in enumerate(groups):
+        expected_b[g] += 2 * (0.5 if i < n // 2 else 0.0)
+    assert {g: c for g, (c, _, _) in sums.items()} == {g: 2 * groups.count(g) for g in set(groups)}
+    assert {g: b for g, (_, b, _) in sums.items()} == pytest.approx(expected_b)
+    assert {g: a for g, (c, _, a) in sums.items()} == {g: float(c) for g, (c, _, _) in sums.items()}
     _candidate_set(tmp_path / "c" / "integrity-n12-k2-seed2", "integrity", n, seed + 1, [[1, 1]] * n)  # another seed's prompts
     with pytest.raises(ValueError, match="different prompts"):
         paired_candidate_sets(tmp_path / "a", tmp_path / "c")

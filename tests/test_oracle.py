@@ -71,6 +71,21 @@ def test_oracle_hears_held_out_clips(oracle):
     assert report.metrics["presence_f1"] >= 0.93, report.metrics
     assert report.metrics["order_accuracy"] >= 0.9, report.metrics
     assert report.metrics["max_class_fpr"] <= 0.1, report.metrics
+    # every clip is judged in exactly one composition group, and the evaluator accepts most ground truth
+    groups = report.per_composition
+    assert sum(v["clips"] for v in groups.values()) == 80 and set(groups) <= {"single", *(f"{r}, {p}" for r in ("sequence", "overlap") for p in ("held-out pair", "training pairs"))}
+    assert sum(v["clips"] * v["accepted"] for v in groups.values()) >= 0.85 * 80, groups
+
+
+def test_composition_names_held_out_pairs():
+    from training.eval_oracle import composition
+    from training.world.clips import heldout_pairs
+
+    pair = sorted(next(iter(heldout_pairs())))
+    assert composition(pair, "overlap") == "overlap, held-out pair"
+    assert composition([*pair, "guitar" if "guitar" not in pair else "bell"], "sequence") == "sequence, held-out pair"
+    training_pair = next(sorted(p) for p in (frozenset({a, b}) for a in EVENT_IDS for b in EVENT_IDS if a != b) if p not in heldout_pairs())
+    assert composition(training_pair, "sequence") == "sequence, training pairs" and composition(["bell"], "single") == "single"
 
 
 def test_oracle_tells_every_class_apart(oracle):

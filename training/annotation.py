@@ -198,12 +198,12 @@ def oracle_label(detection: Detection, spec: PromptSpec, task: Task) -> int:
     integrity: every prompted event present and no salient unprompted event;
     temporal: that, and the prompted events' onsets in the stated order.
     """
-    heard, wanted = detection.present(), set(spec.events)
-    if not wanted <= heard or heard - wanted:
-        return 0
-    if task == "temporal" and not onsets_in_order(detection, spec.events):
-        return 0
-    return 1
+    return int(judged_right(detection, spec.events, in_order=task == "temporal"))
+
+
+def judged_right(detection: Detection, events: list[str], in_order: bool) -> bool:
+    """Exactly `events` heard (none missing, nothing unprompted), and with `in_order` their onsets in that order."""
+    return detection.present() == set(events) and (not in_order or onsets_in_order(detection, events))
 
 
 def onsets_in_order(detection: Detection, events: list[str]) -> bool:

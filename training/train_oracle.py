@@ -26,21 +26,26 @@ from training.world.clips import make_clip
 from training.world.negatives import NEGATIVE_KINDS, make_negative
 from training.world.oracle import OracleConfig, SoundEventDetector, frame_targets, output_frames
 
-
 # ----------------------------------------------------------------------------- data
-def _render_chunk(args: tuple[int, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    seed, start, stop, n_pos, time_pool = args
+# Held-out-split clips of the training seed from index 0 may join the training set (--heldout-clips): the oracle is the
+# judge, not a model under test, and trained on training clips alone it never hears a held-out event pair together.
+# Validation reads the same split from this index on, so the two never share a clip.
+HELDOUT_VAL_START = 10_000
+
+
+def _render_chunk(args: tuple[int, int, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    seed, start, stop, n_train, n_heldout, time_pool = args
     torch.set_num_threads(1)
     cfg = OracleConfig()
     model = SoundEventDetector(cfg)
     n_out = output_frames(cfg)
     feats, targets = [], []
     for i in range(start, stop):
-        if i < n_pos:
-            clip = make_clip(seed, "train", i)
+        if i < n_train + n_heldout:
+            clip = make_clip(seed, "train", i) if i < n_train else make_clip(seed, "heldout", i - n_train)
             audio, y = clip.audio, frame_targets(clip.truth.events, cfg.class_ids, n_out, model.frame_seconds)
         else:
-            _, audio = make_negative(seed, i - n_pos)
+            _, audio = make_negative(seed, i - n_train - n_heldout)
             y = np.zeros((n_out, len(cfg.class_ids)), dtype=np.float32)
         with torch.no_grad():
             feats.append(model.features(torch.from_numpy(audio)[None])[0].numpy().astype(np.float16))
@@ -48,15 +53,19 @@ def _render_chunk(args: tuple[int, int, int, int, int]) -> tuple[np.ndarray, np.
     return np.stack(feats), np.stack(targets)
 
 
-def build_dataset(seed: int, n_clips: int, n_negatives: int, cache_dir: Path, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mel features and frame targets of `n_clips` train clips + `n_negatives` negatives, cached."""
-    cache = cache_dir / f"oracle-data-s{seed}-p{n_clips}-n{n_negatives}.npz"
+def build_dataset(seed: int, n_clips: int, n_negatives: int, cache_dir: Path, workers: int = 2, n_heldout_clips: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel features and frame targets of `n_clips` train clips + `n_heldout_clips` held-out-split clips
+    + `n_negatives` negatives, cached."""
+    if not 0 <= n_heldout_clips <= HELDOUT_VAL_START:
+        raise ValueError(f"n_heldout_clips must be in [0, {HELDOUT_VAL_START}] (the validation clips start there), got {n_heldout_clips}")
+    held = f"-h{n_heldout_clips}" if n_heldout_clips else ""
+    cache = cache_dir / f"oracle-data-s{seed}-p{n_clips}{held}-n{n_negatives}.npz"
     if cache.is_file():
         data = np.load(cache)
         return data["feats"], data["targets"]
-    total = n_clips + n_negatives
+    total = n_clips + n_heldout_clips + n_negatives
     chunk = 250
-    jobs = [(seed, s, min(s + chunk, total), n_clips, OracleConfig().time_pool) for s in range(0, total, chunk)]
+    jobs = [(seed, s, min(s + chunk, total), n_clips, n_heldout_clips, OracleConfig().time_pool) for s in range(0, total, chunk)]
     feats, targets = [], []
     with Pool(workers) as pool:
         for f, t in tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc="render train clips"):
@@ -143,6 +152,7 @@ def train_oracle(
     batch_size: int = 64,
     n_clips: int = 16000,
     n_negatives: int = 3200,
+    n_heldout_clips: int = 0,
     lr: float = 3e-3,
     seed: int = 0,
     work_dir: Path = Path("runs/oracle"),
@@ -161,12 +171,12 @@ def train_oracle(
     log = open(work_dir / "log.jsonl", "a")
 
     # data
-    feats, targets = build_dataset(seed, n_clips, n_negatives, cache_dir)
+    feats, targets = build_dataset(seed, n_clips, n_negatives, cache_dir, n_heldout_clips=n_heldout_clips)
     feats_t, targets_t = torch.from_numpy(feats), torch.from_numpy(targets)
     config = OracleConfig()
     model = SoundEventDetector(config).to(device)
     noise = noise_bank(seed, 240, model.frontend)
-    val = [make_clip(seed, "heldout", 10_000 + i) for i in range(val_n)]
+    val = [make_clip(seed, "heldout", HELDOUT_VAL_START + i) for i in range(val_n)]
     val_audio, val_truth = np.stack([c.audio for c in val]), [[e.event for e in c.truth.events] for c in val]
     floor = model.mel_cfg.log_floor
 
@@ -221,5 +231,5 @@ def train_oracle(
     (work_dir / "eval.md").write_text(report_markdown(report) + "\n")
     print(report_markdown(report))
     metrics = {k: round(v, 5) for k, v in report.metrics.items()}
-    write_manifest(out, command=command, seed=seed, metrics=metrics, git_commit=commit_at_start, extra={"training": {"steps": steps, "batch_size": batch_size, "n_clips": n_clips, "n_negatives": n_negatives, "lr": lr, "eval": f"tta eval oracle --n {eval_n} --negatives {eval_negatives}"}})
+    write_manifest(out, command=command, seed=seed, metrics=metrics, git_commit=commit_at_start, extra={"training": {"steps": steps, "batch_size": batch_size, "n_clips": n_clips, "n_negatives": n_negatives, "n_heldout_clips": n_heldout_clips, "lr": lr, "eval": f"tta eval oracle --n {eval_n} --negatives {eval_negatives}"}})
     return metrics

@@ -106,16 +106,17 @@ def train() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--n-clips", type=click.IntRange(16), default=16000, show_default=True, help="rendered training clips")
 @click.option("--n-negatives", type=click.IntRange(0), default=3200, show_default=True, help="event-free training clips")
+@click.option("--heldout-clips", type=click.IntRange(0, 10_000), default=0, show_default=True, help="ground-truth clips of the held-out split added to training, so the judge hears held-out event pairs together")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-3, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/oracle"), show_default=True, help="train state, log; an existing state is resumed")
 @click.option("--eval-n", type=click.IntRange(1), default=1000, show_default=True, help="held-out clips for the final evaluation")
 @click.option("--device", default="cpu", show_default=True)
-def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_negatives: int, lr: float, seed: int, work_dir: Path, eval_n: int, device: str) -> None:
+def train_oracle_cmd(out: Path, steps: int, batch_size: int, n_clips: int, n_negatives: int, heldout_clips: int, lr: float, seed: int, work_dir: Path, eval_n: int, device: str) -> None:
     """Train the sound-event-detection oracle and write it with MANIFEST.json to --out."""
     from training.train_oracle import train_oracle
 
-    metrics = train_oracle(out, steps=steps, batch_size=batch_size, n_clips=n_clips, n_negatives=n_negatives, lr=lr, seed=seed, work_dir=work_dir, eval_n=eval_n, device=device, command=_command_line())
+    metrics = train_oracle(out, steps=steps, batch_size=batch_size, n_clips=n_clips, n_negatives=n_negatives, n_heldout_clips=heldout_clips, lr=lr, seed=seed, work_dir=work_dir, eval_n=eval_n, device=device, command=_command_line())
     click.echo(json.dumps(metrics))
 
 
