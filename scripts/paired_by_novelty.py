@@ -21,6 +21,7 @@ from training.eval_baton import paired_candidate_sets
 from training.eval_generator import uses_novel_template
 from training.eval_rerank import heldout_task_specs, novel_word_prompts
 from training.world.clips import has_heldout_pair
+from training.world.oracle import SoundEventDetector, load_oracle
 
 GROUPS = ("held-out words", "held-out template", "held-out pair", "neither")
 
@@ -33,11 +34,12 @@ def prompt_groups(directory: Path) -> list[str]:
     return [GROUPS[0] if words else GROUPS[1] if uses_novel_template(s) else GROUPS[2] if has_heldout_pair(s.events) else GROUPS[3] for words, s in zip(novel, specs)]
 
 
-def group_sums(pairs: list[tuple[Path, Path]]) -> dict[str, dict[str, tuple[int, float, float]]]:
-    """task -> group -> (prompts, B's summed N=1 accuracy, A's) over every sample's (row A, row B)."""
+def group_sums(pairs: list[tuple[Path, Path]], oracle: SoundEventDetector | None = None) -> dict[str, dict[str, tuple[int, float, float]]]:
+    """task -> group -> (prompts, B's summed N=1 accuracy, A's) over every sample's (row A, row B); with `oracle`,
+    every clip judged again by it."""
     sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0.0, 0.0]))
     for row_a, row_b in pairs:
-        for directory, task, labels_a, labels_b in paired_candidate_sets(row_a, row_b):
+        for directory, task, labels_a, labels_b in paired_candidate_sets(row_a, row_b, oracle):
             for group, a, b in zip(prompt_groups(directory), labels_a.mean(1), labels_b.mean(1)):
                 s = sums[task][group]
                 s[0] += 1
@@ -50,11 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--a", type=Path, action="append", required=True, help="a row directory (--work-dir/NAME); once per sample")
     parser.add_argument("--b", type=Path, action="append", required=True, help="the row to subtract, same samples in the same order")
+    parser.add_argument("--oracle", type=Path, default=None, help="judge every clip again with this oracle checkpoint (default: the labels stored in the sets)")
     args = parser.parse_args()
     if len(args.a) != len(args.b):
         raise SystemExit(f"got {len(args.a)} --a and {len(args.b)} --b; give one of each per sample")
 
-    sums = group_sums(list(zip(args.a, args.b)))
+    sums = group_sums(list(zip(args.a, args.b)), load_oracle(str(args.oracle)) if args.oracle else None)
     # B's errors in points of the task: the most any A could gain on that group, so what a goal can ask of it
     print("| task | held out by | prompts | B | A | A - B on these | A - B, points of the task | B's errors, points of the task |")
     print("|---|---|---|---|---|---|---|---|")

@@ -199,3 +199,30 @@ def test_stated_order_is_scored_only_when_every_event_is_heard():
     assert stated_order_heard(heard(("dog_bark", 0.1), ("rain", 2.5)), spec) is None  # the bell is missing: order says nothing
     # an extra event does not change the order verdict (temporal.accuracy counts it against the clip)
     assert stated_order_heard(heard(("dog_bark", 0.1), ("siren", 0.2), ("bell", 1.2), ("rain", 2.5)), spec) == 1.0
+
+
+def test_candidate_sets_are_judged_again_from_their_audio(oracle, tmp_path):
+    from services.audio import write_wav
+    from training.annotation import AnnotationRecord, Provenance, write_annotations
+    from training.eval_rerank import candidate_records
+
+    # ground-truth sequence clips of training pairs (the oracle hears these right), stored labels all 0; the
+    # second record of each prompt claims the other clip's events in reverse, which a judge must refuse
+    clips = [c for c in (make_clip(3, "train", i) for i in range(40)) if c.truth.relation == "sequence" and len(c.truth.events) == 2 and not c.truth.heldout_combination][:3]
+    assert len(clips) == 3
+    (tmp_path / "audio").mkdir()
+    records = []
+    for i, clip in enumerate(clips):
+        write_wav(tmp_path / "audio" / f"{i}.wav", clip.audio)
+        events = [e.event for e in sorted(clip.truth.events, key=lambda e: e.onset)]
+        for claimed in (events, events[::-1]):
+            records.append(AnnotationRecord(prompt=clip.truth.caption, audio=f"audio/{i}.wav", task="temporal", label=0, annotator="simulated", provenance=Provenance(source="simulated", oracle_label=0, events=claimed)))
+    write_annotations(tmp_path / "records.jsonl", records)
+    (tmp_path / "dataset.json").write_text(json.dumps({"task": "temporal", "seed": 3, "clips_per_prompt": 2}))
+    assert candidate_records(tmp_path)[1].sum() == 0  # the stored labels
+    _, labels = candidate_records(tmp_path, oracle)
+    assert labels.tolist() == [[1, 0]] * len(clips)
+    records[0] = records[0].model_copy(update={"provenance": Provenance(source="human")})
+    write_annotations(tmp_path / "records.jsonl", records)
+    with pytest.raises(ValueError, match="name no prompted events"):
+        candidate_records(tmp_path, oracle)

@@ -110,24 +110,24 @@ def add_paired_deltas(rows: dict[str, dict[str, float]], per_prompt: dict[str, d
                 rows[name][f"{task}.n1_delta_se"] = standard_error(values - per_prompt["base"][task])
 
 
-def paired_difference(pairs: list[tuple[Path, Path]]) -> dict[str, dict]:
+def paired_difference(pairs: list[tuple[Path, Path]], oracle: SoundEventDetector | None = None) -> dict[str, dict]:
     """Row A minus row B in N=1 oracle accuracy, per task, over one or more samples of the held-out split.
 
     Each pair is two row directories of `tta eval baton` (its --work-dir/NAME) made with the same --n and
     --seed: the same prompts, the same generation seeds. Prompt difficulty cancels out of each per-prompt
     difference, so pooling the differences of every sample gives a far smaller standard error than the
     two rows' own errors would. Per task: `delta` and `se` over all prompts, `per_sample` (one per pair)
-    and `prompts`."""
+    and `prompts`. With `oracle`, every clip is judged again by that judge (`candidate_records`)."""
     if not pairs:
         raise ValueError("no pairs of row directories to compare")
     diffs: dict[str, list[np.ndarray]] = {}
     for a, b in pairs:
-        for _, task, labels_a, labels_b in paired_candidate_sets(a, b):
+        for _, task, labels_a, labels_b in paired_candidate_sets(a, b, oracle):
             diffs.setdefault(task, []).append(labels_a.mean(1) - labels_b.mean(1))
     return {task: pooled_difference(d) for task, d in diffs.items()}
 
 
-def paired_candidate_sets(a: Path, b: Path) -> list[tuple[Path, str, np.ndarray, np.ndarray]]:
+def paired_candidate_sets(a: Path, b: Path, oracle: SoundEventDetector | None = None) -> list[tuple[Path, str, np.ndarray, np.ndarray]]:
     """(A's set directory, its task, A's labels [P, K], B's labels) for every candidate set two row directories
     of one `tta eval baton --n N --seed S` hold; an error unless they hold the same sets of the same prompts."""
     tasks_a = {d.name: d for d in Path(a).iterdir() if (d / "records.jsonl").is_file()} if Path(a).is_dir() else {}
@@ -136,7 +136,7 @@ def paired_candidate_sets(a: Path, b: Path) -> list[tuple[Path, str, np.ndarray,
         raise ValueError(f"{a} and {b} must hold the same candidate sets (rows of one `tta eval baton --n N --seed S`); they hold {sorted(tasks_a) or 'none'} and {sorted(tasks_b) or 'none'}")
     sets = []
     for name in sorted(tasks_a):
-        (records_a, labels_a), (records_b, labels_b) = candidate_records(tasks_a[name]), candidate_records(tasks_b[name])
+        (records_a, labels_a), (records_b, labels_b) = candidate_records(tasks_a[name], oracle), candidate_records(tasks_b[name], oracle)
         if [r.prompt for r in records_a] != [r.prompt for r in records_b] or labels_a.shape != labels_b.shape:
             raise ValueError(f"{tasks_a[name]} and {tasks_b[name]}: different prompts or candidate counts, so not a paired comparison")
         sets.append((tasks_a[name], records_a[0].task, labels_a, labels_b))

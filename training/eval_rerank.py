@@ -22,7 +22,7 @@ from services.manifest import checkpoint_version
 from services.reward import ClapReranker, RewardModel, judged_by_stretch
 from services.timeline import parse_timeline
 from services.wording import InKnownWords, KnownWording
-from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, read_annotations
+from training.annotation import AnnotationRecord, SimulatedAnnotator, Task, judged_right, read_annotations
 from training.build_dataset import BuildSettings, build_dataset
 from training.eval_generator import EVAL_SEED, heldout_clip_specs, prompt_of, task_of, uses_novel_words
 from training.stats import pooled_difference
@@ -140,14 +140,33 @@ def novel_word_prompts(directory: Path) -> np.ndarray:
     return np.array([uses_novel_words(s) for s in specs])
 
 
-def candidate_records(directory: Path) -> tuple[list[AnnotationRecord], np.ndarray]:
-    """A candidate dataset's records (generation order, K per prompt) and their noise-free oracle labels [P, K]."""
+def candidate_records(directory: Path, oracle: SoundEventDetector | None = None) -> tuple[list[AnnotationRecord], np.ndarray]:
+    """A candidate dataset's records (generation order, K per prompt) and their noise-free oracle labels [P, K]:
+    those stored when the set was built, or with `oracle` that judge's, heard again from the stored audio."""
     records = read_annotations(directory / "records.jsonl")
     k = json.loads((directory / "dataset.json").read_text())["clips_per_prompt"]
     if len(records) % k:
         raise ValueError(f"{directory}: {len(records)} records are not a multiple of {k} candidates per prompt")
-    labels = np.array([r.provenance.oracle_label if r.provenance.oracle_label is not None else r.label for r in records])
+    if oracle is None:
+        labels = np.array([r.provenance.oracle_label if r.provenance.oracle_label is not None else r.label for r in records])
+    else:
+        labels = np.array(rejudge(directory, records, oracle))
     return records, labels.reshape(len(records) // k, k)
+
+
+def rejudge(directory: Path, records: list[AnnotationRecord], oracle: SoundEventDetector) -> list[int]:
+    """Each record's clip judged again by `oracle` against the events its prompt names (records keep them in
+    their provenance, in the prompt's order), the way the annotator judges: all heard, nothing else, and for
+    temporal in that order."""
+    missing = [r.audio for r in records if not r.provenance.events]
+    if missing:
+        raise ValueError(f"{directory}: {len(missing)} records name no prompted events in their provenance (e.g. {missing[0]}), so they cannot be judged again")
+    labels = []
+    for start in range(0, len(records), 64):
+        chunk = records[start : start + 64]
+        audio = np.stack([read_audio(directory / r.audio, oracle.mel_cfg.sample_rate) for r in chunk])
+        labels += [int(judged_right(d, r.provenance.events, in_order=r.task == "temporal")) for d, r in zip(oracle.detect(audio), chunk)]
+    return labels
 
 
 def score_candidates(directory: Path, reward_model: RewardModel, clap: ClapEmbedder, timeline: bool = False, wording: KnownWording | None = None) -> CandidateScores:

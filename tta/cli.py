@@ -669,15 +669,17 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
 @eval_.command("paired")
 @click.option("--a", "rows_a", multiple=True, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="a row directory of `tta eval baton` (its --work-dir/NAME, e.g. runs/baton-eval/hd_rd); repeat once per sample")
 @click.option("--b", "rows_b", multiple=True, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="the row to subtract, from the same --n and --seed as the --a in the same place")
+@click.option("--oracle", "oracle_checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="judge every clip again with this oracle instead of reading the labels stored when the sets were built")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on the last line")
-def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], as_json: bool) -> None:
+def eval_paired_cmd(rows_a: tuple[Path, ...], rows_b: tuple[Path, ...], oracle_checkpoint: Path | None, as_json: bool) -> None:
     """Row A minus row B at N=1, per task, pooled over samples: per-prompt differences, so prompt difficulty cancels."""
     from training.eval_baton import paired_difference
 
     if len(rows_a) != len(rows_b):
         _fail(f"give one --b per --a: got {len(rows_a)} --a and {len(rows_b)} --b")
+    oracle = _load_oracle(oracle_checkpoint)[0] if oracle_checkpoint is not None else None
     try:
-        result = paired_difference(list(zip(rows_a, rows_b)))
+        result = paired_difference(list(zip(rows_a, rows_b)), oracle)
     except ValueError as exc:
         _fail(str(exc))
     _echo_pooled("A - B", result, as_json)
