@@ -226,3 +226,13 @@ def test_candidate_sets_are_judged_again_from_their_audio(oracle, tmp_path):
     write_annotations(tmp_path / "records.jsonl", records)
     with pytest.raises(ValueError, match="name no prompted events"):
         candidate_records(tmp_path, oracle)
+
+
+def test_a_judge_deaf_to_one_composition_fails_the_gates():
+    from training.eval_oracle import OracleReport, report_markdown
+
+    good = {"presence_f1": 0.99, "order_accuracy": 1.0, "max_class_fpr": 0.0}
+    assert OracleReport(dict(good)).passed  # no composition large enough to judge: that gate does not apply
+    assert OracleReport(good | {"min_composition_accepted": 0.9}).passed
+    deaf = OracleReport(good | {"min_composition_accepted": 0.63})
+    assert not deaf.passed and "| min_composition_accepted | 0.6300 | >= 0.85 |" in report_markdown(deaf)

@@ -25,6 +25,10 @@ from training.world.prompts import PromptSpec
 
 EVAL_SEED = 1  # the oracle trains on seed 0's train split; evaluation draws seed 1's held-out split
 ORDER_GATE, F1_GATE, FPR_GATE = 0.97, 0.97, 0.03
+# the share of ground truth accepted in the worst composition of at least COMPOSITION_MIN_CLIPS clips: catches a judge
+# deaf to a whole kind of clip, which the pooled F1 dilutes (the first shipped oracle: 0.63 on held-out overlap pairs
+# at F1 0.991); masking alone holds overlap of training pairs near 0.98
+COMPOSITION_GATE, COMPOSITION_MIN_CLIPS = 0.85, 30
 
 
 @dataclass
@@ -36,7 +40,8 @@ class OracleReport:
     @property
     def passed(self) -> bool:
         m = self.metrics
-        return m["presence_f1"] >= F1_GATE and m["order_accuracy"] >= ORDER_GATE and m["max_class_fpr"] <= FPR_GATE
+        compositions_ok = m.get("min_composition_accepted", 1.0) >= COMPOSITION_GATE  # absent when every group is small
+        return m["presence_f1"] >= F1_GATE and m["order_accuracy"] >= ORDER_GATE and m["max_class_fpr"] <= FPR_GATE and compositions_ok
 
 
 def spec_from_prompt(p: PromptSpec, rng: np.random.Generator) -> ClipSpec:
@@ -168,7 +173,11 @@ def evaluate_oracle(
             metrics[f"negatives_any_fp_{kind}"] = float(np.mean(hits)) if hits else 0.0
         metrics["max_class_fpr"] = max(per_class[c]["fpr"] for c in class_ids)
         metrics["negative_clips"] = float(n_negatives)
-    return OracleReport(metrics, per_class, judge_ground_truth(detections, truths, relations))
+    per_composition = judge_ground_truth(detections, truths, relations)
+    judged = [v["accepted"] for v in per_composition.values() if v["clips"] >= COMPOSITION_MIN_CLIPS]
+    if judged:
+        metrics["min_composition_accepted"] = min(judged)
+    return OracleReport(metrics, per_class, per_composition)
 
 
 DESCRIPTIONS = {
@@ -182,8 +191,9 @@ DESCRIPTIONS = {
     "degraded_order_accuracy": "order accuracy on degraded copies",
     "max_class_fpr": "largest per-class false-positive rate on event-free clips",
     "negative_clips": "event-free clips (silence, coloured noise, smeared textures)",
+    "min_composition_accepted": f"ground truth accepted in the worst composition of >= {COMPOSITION_MIN_CLIPS} clips (table below)",
 }
-GATES = {"presence_f1": f">= {F1_GATE}", "order_accuracy": f">= {ORDER_GATE}", "max_class_fpr": f"<= {FPR_GATE}"}
+GATES = {"presence_f1": f">= {F1_GATE}", "order_accuracy": f">= {ORDER_GATE}", "max_class_fpr": f"<= {FPR_GATE}", "min_composition_accepted": f">= {COMPOSITION_GATE}"}
 
 
 def report_markdown(report: OracleReport) -> str:

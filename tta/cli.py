@@ -424,7 +424,7 @@ def eval_() -> None:
 @click.option("--negatives", type=click.IntRange(0), default=600, show_default=True, help="event-free clips for the false-positive rate")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="write report.md and PNG plots here")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on the last line")
-@click.option("--strict", is_flag=True, help="exit 1 when a gate (F1, order >= 0.97, FP <= 0.03) fails")
+@click.option("--strict", is_flag=True, help="exit 1 when a gate (F1, order >= 0.97, FP <= 0.03, every composition >= 0.85) fails")
 def eval_oracle_cmd(n: int, checkpoint: Path | None, prompts: Path | None, seed: int, negatives: int, out: Path | None, as_json: bool, strict: bool) -> None:
     """The oracle's accuracy on held-out ground truth and its false positives on event-free audio."""
     from services.manifest import ManifestError
