@@ -152,7 +152,7 @@ def train_oracle(
     batch_size: int = 64,
     n_clips: int = 16000,
     n_negatives: int = 3200,
-    n_heldout_clips: int = 0,
+    n_heldout_clips: int = 4000,
     lr: float = 3e-3,
     seed: int = 0,
     work_dir: Path = Path("runs/oracle"),

@@ -106,7 +106,7 @@ def train() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--n-clips", type=click.IntRange(16), default=16000, show_default=True, help="rendered training clips")
 @click.option("--n-negatives", type=click.IntRange(0), default=3200, show_default=True, help="event-free training clips")
-@click.option("--heldout-clips", type=click.IntRange(0, 10_000), default=0, show_default=True, help="ground-truth clips of the held-out split added to training, so the judge hears held-out event pairs together")
+@click.option("--heldout-clips", type=click.IntRange(0, 10_000), default=4000, show_default=True, help="ground-truth clips of the held-out split added to training, so the judge hears held-out event pairs together (0: the first shipped oracle's recipe)")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-3, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/oracle"), show_default=True, help="train state, log; an existing state is resumed")
