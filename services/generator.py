@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram
+from services.audio import GriffinLimVocoder, MelConfig, MelSpectrogram, limit_peaks
 from services.clauses import text_states
 from services.manifest import MANIFEST, verify_manifest
 from services.modeling import CheckpointError
@@ -422,7 +422,8 @@ class TangoPipeline:
         t0 = time.perf_counter()
         wav = self.decode(latents, vocoder_name)
         samples = int(round(duration_s * self.sample_rate))
-        wav = wav[:, :samples].float().cpu().numpy().reshape(len(prompts), num_candidates, -1)
+        # the waveform every consumer gets (judges, reranker, files): level-limited, never clipped on encoding
+        wav = limit_peaks(wav[:, :samples].float().cpu().numpy()).reshape(len(prompts), num_candidates, -1)
         timings["decode_s"] = time.perf_counter() - t0
         settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler_name, "duration_s": duration_s, "vocoder": vocoder_name, "timeline": use_timeline, "dtype": str(self.dtype).removeprefix("torch.")}
         timelines = [[s.text for s in seg] if seg else None for seg in segments]

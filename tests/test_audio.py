@@ -76,3 +76,15 @@ def test_griffin_lim_refuses_bad_settings_and_shapes():
         GriffinLimVocoder(MelConfig(), momentum=1.0)
     with pytest.raises(ValueError, match=r"\[batch, frames, 64\]"):
         GriffinLimVocoder(MelConfig())(torch.zeros(1, 10, 80))
+
+
+def test_limit_peaks_scales_only_clips_over_the_peak():
+    import numpy as np
+
+    from services.audio import limit_peaks
+
+    loud, quiet = np.sin(np.linspace(0, 60, 1000)).astype(np.float32) * 3.6, np.linspace(-0.5, 0.5, 1000).astype(np.float32)
+    out = limit_peaks(np.stack([loud, quiet]))
+    assert np.abs(out[0]).max() == np.float32(0.99) and np.allclose(out[0], loud * 0.99 / np.abs(loud).max())
+    assert np.array_equal(out[1], quiet) and out.dtype == np.float32
+    assert limit_peaks(np.zeros((2, 3, 0))).shape == (2, 3, 0)

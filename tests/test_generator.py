@@ -59,6 +59,7 @@ def pipe(text_encoder) -> TangoPipeline:
 def test_shapes_dtype_and_seeds(pipe):
     out = pipe.generate(["a dog barks", "a bell rings"], num_candidates=3, seed=10)
     assert out.waveforms.shape == (2, 3, 4096) and out.waveforms.dtype == np.float32
+    assert np.abs(out.waveforms).max() <= 0.99  # level-limited, so a 16-bit file never clips it
     assert out.seeds == [[10, 11, 12], [10, 11, 12]] and out.sample_rate == 16000
     assert set(out.timings) == {"encode_s", "denoise_s", "decode_s"}
     assert out.settings == {"steps": 4, "guidance_scale": 3.0, "scheduler": "ddpm", "duration_s": 0.256, "vocoder": "hifigan", "timeline": False, "dtype": "float32"}
