@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from services.audio import limit_peaks
 from services.generator import TangoPipeline
 from training.annotation import judged_right, read_annotations
 from training.stats import pooled_difference
@@ -29,7 +30,7 @@ args = parser.parse_args()
 oracles = {"v1": load_oracle(str(args.v1)), "v2": load_oracle()}
 pipes = {"base": TangoPipeline.from_pretrained(args.base), "hd_rd": TangoPipeline.from_pretrained(args.hd_rd)}
 def quantize(w): return np.round(np.clip(w, -1, 1) * 32767) / 32767
-ways = {"float": lambda w: w, "clipped": quantize, "limited": lambda w: quantize(w * min(1.0, 0.99 / max(np.abs(w).max(), 1e-9)))}
+ways = {"float": lambda w: w, "clipped": quantize, "limited": lambda w: quantize(limit_peaks(w))}
 labels = {}
 for seed in args.seeds:
     for row, pipe in pipes.items():
