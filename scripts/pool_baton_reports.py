@@ -4,13 +4,13 @@
   python scripts/pool_baton_reports.py --sets runs/bf2/eval-b0 --seeds 1 2 3 4
 
 Expects what `tta eval baton --work-dir SETS/seed{S} --out SETS/seed{S}/report` writes: the report's report.json
-and each row's candidate sets under SETS/seed{S}/{row} (row names with "+" as "_"). Seconds, no generation.
+and each row's candidate sets under SETS/seed{S}. Seconds, no generation.
 """
 import argparse
 import json
 from pathlib import Path
 
-from training.eval_baton import ROWS, paired_difference
+from training.eval_baton import ROWS, paired_difference, row_directory
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--sets", type=Path, required=True, help="a directory holding seed{S}/report/report.json per sample")
@@ -34,7 +34,7 @@ def pooled(key: str) -> float:
 
 
 def row_dir(seed: int, row: str) -> Path:
-    return args.sets / f"seed{seed}" / row.replace("+", "_")
+    return row_directory(args.sets / f"seed{seed}", row)
 
 
 prompts = int(sum(rep["base.prompts_per_task"] for rep in reports.values()))

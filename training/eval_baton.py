@@ -34,6 +34,11 @@ K = 4
 COLUMNS = ("integrity", "temporal", "clap", "single")
 
 
+def row_directory(work_dir: Path, row: str) -> Path:
+    """Where `tta eval baton --work-dir WORK_DIR` keeps a row's candidate sets ("hd+rd" in `hd_rd`)."""
+    return Path(work_dir) / row.replace("+", "_")
+
+
 def row_name(manifest: dict) -> str:
     """The table row a BATON fine-tune belongs in, from what its MANIFEST says it was trained on."""
     data = manifest.get("data") or {}

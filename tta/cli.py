@@ -639,7 +639,7 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
     """BATON's table: base vs HD / RD / HD+RD fine-tuned generators, N=1 and best-of-4 by reward and by CLAP."""
     from services.checkpoints import shipped
     from services.reward import RewardModel
-    from training.eval_baton import ROWS, add_paired_deltas, baton_markdown, baton_table, default_rows, evaluate_row
+    from training.eval_baton import ROWS, add_paired_deltas, baton_markdown, baton_table, default_rows, evaluate_row, row_directory
 
     rows = dict(_named_dir("--model", spec, ROWS) for spec in models) if models else default_rows(shipped("generator-base"), shipped("generator"))
     oracle, _ = _load_oracle(None)
@@ -647,7 +647,7 @@ def eval_baton_cmd(models: tuple[str, ...], n: int, work_dir: Path, reward_dir: 
     for name, directory in rows.items():
         pipe = _load_generator(directory, device)
         reward = RewardModel.from_pretrained(reward_dir or shipped("reward"), pipe.device)
-        results[name], per_prompt[name] = evaluate_row(pipe, directory, n, work_dir / name.replace("+", "_"), oracle, reward, reward.clap, seed=seed)
+        results[name], per_prompt[name] = evaluate_row(pipe, directory, n, row_directory(work_dir, name), oracle, reward, reward.clap, seed=seed)
     add_paired_deltas(results, per_prompt)
     text = baton_markdown(results)
     click.echo(text)
